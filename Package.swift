@@ -1,0 +1,53 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Shared settings: Swift 6 language mode everywhere; C modules stay internal to the
+// module that imports them (InternalImportsByDefault), so no libevent/OpenSSL/SQLite
+// type leaks out of Hookgate's public API.
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "hookgate",
+    products: [
+        .executable(name: "hookgate", targets: ["hookgate"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // Thin C modules: a module map and a header of static-inline wrappers each, no logic.
+        .systemLibrary(name: "CLibevent", pkgConfig: "libevent_openssl",
+                       providers: [.apt(["libevent-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl",
+                       providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
+                       providers: [.apt(["libsqlite3-dev"])]),
+        .target(
+            name: "Hookgate",
+            dependencies: [
+                "CLibevent", "COpenSSL", "CSQLite",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "hookgate",
+            dependencies: [
+                "Hookgate",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "HookgateTests",
+            dependencies: ["Hookgate"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "HookgateIntegrationTests",
+            dependencies: ["Hookgate"],
+            swiftSettings: swiftSettings),
+    ]
+)

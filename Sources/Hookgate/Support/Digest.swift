@@ -1,0 +1,52 @@
+import COpenSSL
+
+/// SHA-256 through OpenSSL's one-shot EVP_Digest (no object to own or free).
+public enum SHA256 {
+    public static func digest<Bytes: Sequence>(_ bytes: Bytes) -> [UInt8] where Bytes.Element == UInt8 {
+        let input = Array(bytes)
+        var out = [UInt8](repeating: 0, count: 32)
+        var outLength: UInt32 = 0
+        let ok = input.withUnsafeBytes { inBuf in
+            out.withUnsafeMutableBufferPointer { outBuf in
+                EVP_Digest(inBuf.baseAddress, inBuf.count, outBuf.baseAddress, &outLength, EVP_sha256(), nil)
+            }
+        }
+        precondition(ok == 1 && outLength == 32, "EVP_Digest(SHA-256) failed")
+        return out
+    }
+
+    /// Lower-case hex SHA-256 of the UTF-8 bytes of `text`.
+    public static func hex(_ text: String) -> String { Hex.encode(digest(Array(text.utf8))) }
+    public static func hex<Bytes: Sequence>(bytes: Bytes) -> String where Bytes.Element == UInt8 { Hex.encode(digest(bytes)) }
+}
+
+public enum Hex {
+    private static let digits = Array("0123456789abcdef".utf8)
+    public static func encode<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
+        var out = [UInt8]()
+        out.reserveCapacity(64)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+/// Cryptographically secure random bytes (OpenSSL's DRBG).
+public enum SecureRandom {
+    public static func bytes(_ count: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        let ok = out.withUnsafeMutableBufferPointer { RAND_bytes($0.baseAddress, Int32(count)) }
+        precondition(ok == 1, "RAND_bytes failed")
+        return out
+    }
+}
+
+/// Constant-time comparison of two equal-length byte strings (no early exit).
+public func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    guard a.count == b.count else { return false }
+    var diff: UInt8 = 0
+    for i in 0..<a.count { diff |= a[i] ^ b[i] }
+    return diff == 0
+}

@@ -1,0 +1,50 @@
+/// Gateway request ids: random (version 4) UUIDs in lower-case 8-4-4-4-12 form.
+public enum RequestID {
+    public static func make() -> String {
+        var g = SystemRandomNumberGenerator()
+        var bytes = [UInt8](repeating: 0, count: 16)
+        var a = g.next() as UInt64, b = g.next() as UInt64
+        for i in 0..<8 { bytes[i] = UInt8(truncatingIfNeeded: a); a >>= 8 }
+        for i in 8..<16 { bytes[i] = UInt8(truncatingIfNeeded: b); b >>= 8 }
+        bytes[6] = (bytes[6] & 0x0f) | 0x40
+        bytes[8] = (bytes[8] & 0x3f) | 0x80
+        return UUIDText.format(bytes)
+    }
+}
+
+/// Parsing and formatting of 8-4-4-4-12 hex UUIDs, either case in, lower case out.
+public enum UUIDText {
+    private static let hex = Array("0123456789abcdef".utf8)
+
+    static func format(_ bytes: [UInt8]) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity(36)
+        for (i, b) in bytes.enumerated() {
+            if i == 4 || i == 6 || i == 8 || i == 10 { out.append(UInt8(ascii: "-")) }
+            out.append(hex[Int(b >> 4)])
+            out.append(hex[Int(b & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The canonical (lower-case) form of `text` if it is an 8-4-4-4-12 hex UUID, else nil.
+    public static func canonical<S: StringProtocol>(_ text: S) -> String? {
+        let utf8 = Array(text.utf8)
+        guard utf8.count == 36 else { return nil }
+        var out = [UInt8]()
+        out.reserveCapacity(36)
+        for (i, c) in utf8.enumerated() {
+            if i == 8 || i == 13 || i == 18 || i == 23 {
+                guard c == UInt8(ascii: "-") else { return nil }
+                out.append(c)
+                continue
+            }
+            switch c {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"): out.append(c)
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): out.append(c + 32)
+            default: return nil
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

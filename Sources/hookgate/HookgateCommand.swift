@@ -1,0 +1,9 @@
+import ArgumentParser
+import Hookgate
+
+struct HookgateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hookgate",
+        abstract: "The gateway in front of Hookshot's redeliver endpoint.",
+        subcommands: [])
+}

@@ -1,0 +1,4 @@
+import ArgumentParser
+import Hookgate
+
+HookgateCommand.main()

@@ -31,4 +31,10 @@ static inline long hg_BIO_get_mem_data(BIO *bio, char **data) {
 static inline EVP_PKEY *hg_EVP_EC_gen_prime256v1(void) {
     return EVP_EC_gen("prime256v1");
 }
+/* SSL_OP_* are SSL_OP_BIT(n) cast macros: one wrapper sets the server defaults
+ * (no compression, server cipher preference, no renegotiation). */
+static inline uint64_t hg_SSL_CTX_set_server_options(SSL_CTX *ctx) {
+    return SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE
+                                    | SSL_OP_NO_RENEGOTIATION);
+}
 #endif

@@ -5,5 +5,5 @@ struct HookgateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hookgate",
         abstract: "The gateway in front of Hookshot's redeliver endpoint.",
-        subcommands: [])
+        subcommands: [SimulateUpstreamCommand.self])
 }

@@ -1,0 +1,124 @@
+import CLibevent
+import Foundation
+
+/// One libevent `event_base`, run by exactly one thread. Every evhttp/bufferevent call
+/// happens on that thread; other threads hop onto it with `execute`.
+///
+/// Ownership: the loop owns its `event_base` and frees it in `deinit`. Objects created on
+/// the base (timers, servers, connections) must be freed before the loop is.
+public final class EventLoop: @unchecked Sendable {
+    let base: OpaquePointer
+
+    private static let threadingEnabled: Bool = {
+        // Must run before the first event_base_new so that cross-thread wake-ups work.
+        evthread_use_pthreads() == 0
+    }()
+
+    public init() {
+        precondition(EventLoop.threadingEnabled, "evthread_use_pthreads failed")
+        guard let base = event_base_new() else { fatalError("event_base_new failed") }
+        self.base = base
+    }
+
+    deinit { event_base_free(base) }
+
+    /// Runs the loop on the calling thread until `stop()` or no events remain.
+    public func run() {
+        _ = event_base_dispatch(base)
+    }
+
+    /// Makes `run()` return after the current iteration; safe from any thread.
+    public func stop() {
+        _ = event_base_loopbreak(base)
+    }
+
+    /// Runs `work` on the loop thread as soon as possible; safe from any thread.
+    public func execute(_ work: @escaping @Sendable () -> Void) {
+        let box = Unmanaged.passRetained(WorkBox(work)).toOpaque()
+        var now = timeval(tv_sec: 0, tv_usec: 0)
+        let rc = event_base_once(base, -1, Int16(EV_TIMEOUT), { _, _, arg in
+            guard let arg else { return }
+            let box = Unmanaged<WorkBox>.fromOpaque(arg).takeRetainedValue()
+            box.work()
+        }, box, &now)
+        if rc != 0 {
+            // The base refused the event (out of memory): run nothing, but do not leak.
+            Unmanaged<WorkBox>.fromOpaque(box).release()
+        }
+    }
+
+    /// A one-shot timer that calls `fire` on the loop after `milliseconds`.
+    /// The returned timer cancels itself when released.
+    func timer(after milliseconds: Int, _ fire: @escaping () -> Void) -> LoopTimer {
+        let t = LoopTimer(loop: self, fire)
+        t.arm(milliseconds: milliseconds)
+        return t
+    }
+
+    /// Monotonic milliseconds (CLOCK_MONOTONIC), for durations and rate limits.
+    public static func monotonicNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}
+
+private final class WorkBox {
+    let work: @Sendable () -> Void
+    init(_ work: @escaping @Sendable () -> Void) { self.work = work }
+}
+
+/// Owns one libevent timer event. The event holds an unretained pointer back to the timer;
+/// the timer frees the event in `deinit`, so the callback can never outlive its target.
+final class LoopTimer {
+    private var event: OpaquePointer?
+    private var fire: (() -> Void)?
+
+    init(loop: EventLoop, _ fire: @escaping () -> Void) {
+        self.fire = fire
+        self.event = nil
+        self.event = event_new(loop.base, -1, 0, { _, _, arg in
+            guard let arg else { return }
+            let timer = Unmanaged<LoopTimer>.fromOpaque(arg).takeUnretainedValue()
+            let fire = timer.fire
+            timer.fire = nil
+            fire?()
+        }, Unmanaged.passUnretained(self).toOpaque())
+        precondition(event != nil, "event_new failed")
+    }
+
+    func arm(milliseconds: Int) {
+        guard let event else { return }
+        var tv = timeval(tv_sec: milliseconds / 1000, tv_usec: Int((milliseconds % 1000) * 1000))
+        event_add(event, &tv)
+    }
+
+    func cancel() {
+        fire = nil
+        if let event { event_del(event) }
+    }
+
+    deinit {
+        if let event { event_free(event) }
+    }
+}
+
+/// A persistent signal watcher on the loop (SIGTERM, SIGINT, SIGHUP).
+final class SignalWatcher {
+    private var event: OpaquePointer?
+    private let handler: () -> Void
+
+    init(loop: EventLoop, signal: Int32, _ handler: @escaping () -> Void) {
+        self.handler = handler
+        self.event = event_new(loop.base, signal, Int16(EV_SIGNAL | EV_PERSIST), { _, _, arg in
+            guard let arg else { return }
+            Unmanaged<SignalWatcher>.fromOpaque(arg).takeUnretainedValue().handler()
+        }, Unmanaged.passUnretained(self).toOpaque())
+        precondition(event != nil, "event_new(signal) failed")
+        event_add(event, nil)
+    }
+
+    func cancel() { if let event { event_del(event) } }
+
+    deinit { if let event { event_free(event) } }
+}

@@ -1,0 +1,153 @@
+import Foundation
+import Logging
+
+/// `hookgate simulate-upstream`: an HTTPS Hookshot that speaks the upstream contract, for
+/// demos and tests. Every outcome the gateway must handle can be provoked, either for all
+/// calls (`mode`) or per call by the first 8 hex digits of the request id (see
+/// docs/simulator.md). Each received request is printed on stdout as one JSON line, with the
+/// Authorization value reduced to a fingerprint.
+public final class Simulator {
+    public enum Mode: String, Sendable, CaseIterable {
+        case ok, notFound = "404", serverError = "500", unauthorized = "401", slow, close
+    }
+
+    public struct Options: Sendable {
+        public var address = "127.0.0.1"
+        public var port = 0
+        public var certFile: String
+        public var keyFile: String
+        /// Bearer tokens accepted on the redeliver endpoint.
+        public var acceptedTokens: [String]
+        public var mode: Mode = .ok
+        public var slowMs = 3000
+        public init(certFile: String, keyFile: String, acceptedTokens: [String]) {
+            self.certFile = certFile
+            self.keyFile = keyFile
+            self.acceptedTokens = acceptedTokens
+        }
+    }
+
+    /// Per-request behaviour by the request id's first group (documented prefixes).
+    static func mode(forRequestID id: String) -> Mode? {
+        switch id.prefix(8).lowercased() {
+        case "00000404": return .notFound
+        case "00000500": return .serverError
+        case "00000401": return .unauthorized
+        case "00005100": return .slow
+        case "0000c105": return .close
+        default: return nil
+        }
+    }
+
+    private let options: Options
+    private let loop = EventLoop()
+    private var server: HTTPServer?
+    private var timers: [ObjectIdentifier: LoopTimer] = [:]
+    private var signals: [SignalWatcher] = []
+    private let tenantID = RequestID.make()
+    private let out = LineWriter.stdout
+    public private(set) var port = 0
+
+    public init(options: Options) throws {
+        self.options = options
+        let tls = try TLSServerContext(certFile: options.certFile, keyFile: options.keyFile)
+        server = try HTTPServer(loop: loop, address: options.address, port: options.port, tls: tls) { [unowned self] req in
+            self.handle(req)
+        }
+        port = server?.boundPort ?? 0
+    }
+
+    /// Runs until SIGTERM or SIGINT.
+    public func run(announce extra: [String: String] = [:]) {
+        signal(SIGPIPE, SIG_IGN)
+        for sig in [SIGTERM, SIGINT] {
+            signals.append(SignalWatcher(loop: loop, signal: sig) { [unowned self] in
+                self.server?.close()
+                self.loop.stop()
+            })
+        }
+        var line = "{\"msg\":\"listening\",\"address\":\(JSON.string(options.address)),\"port\":\(port)"
+        for (k, v) in extra.sorted(by: { $0.key < $1.key }) { line += ",\(JSON.string(k)):\(JSON.string(v))" }
+        out.write(line + "}")
+        loop.run()
+        out.flush()
+    }
+
+    private func handle(_ req: IncomingRequest) {
+        let target = req.target
+        let path = String(target.prefix { $0 != "?" })
+        let pieces = path.split(separator: "/", omittingEmptySubsequences: false)
+        let isRedeliver = pieces.count == 6 && pieces[1] == "hooks" && pieces[3] == "requests" && pieces[5] == "redeliver"
+        let auth = req.headerValues("Authorization").first
+        let authorized = auth.map { value in
+            options.acceptedTokens.contains { "Bearer \($0)" == value }
+        } ?? false
+        var mode = options.mode
+        if isRedeliver, let perRequest = Simulator.mode(forRequestID: String(pieces[4])) { mode = perRequest }
+        record(req, path: path, target: target, authorized: authorized, mode: isRedeliver ? mode.rawValue : "none")
+
+        guard isRedeliver else {
+            reply(req, 404, json: #"{"error":"not_found"}"#)
+            return
+        }
+        guard req.method == "POST" else {
+            reply(req, 405, json: #"{"error":"method_not_allowed"}"#)
+            return
+        }
+        guard authorized, mode != .unauthorized else {
+            reply(req, 401, json: #"{"error":"invalid_token","error_description":"credentials missing or incorrect"}"#)
+            return
+        }
+        let hook = String(pieces[2]), request = String(pieces[4])
+        switch mode {
+        case .notFound:
+            reply(req, 404, json: #"{"error":"not_found","message":"hook or request not found"}"#)
+        case .serverError:
+            reply(req, 500, contentType: "text/plain; charset=utf-8", body: "upstream exploded: simulated failure\n")
+        case .close:
+            req.abortConnection()
+        case .slow:
+            let key = ObjectIdentifier(req)
+            timers[key] = loop.timer(after: options.slowMs) { [unowned self] in
+                self.timers[key] = nil
+                self.reply(req, 200, json: self.event(hook: hook, request: request))
+            }
+        case .ok, .unauthorized:
+            reply(req, 200, json: event(hook: hook, request: request))
+        }
+    }
+
+    private func event(hook: String, request: String) -> String {
+        let now = Timestamp.rfc3339(Date())
+        return "{\"id\":\(JSON.string(request)),\"tenant_id\":\"\(tenantID)\",\"delivery_id\":\"\(RequestID.make())\","
+            + "\"event\":\"application_form:inactive\",\"enqueued_at\":\"\(now)\",\"redelivery\":true,"
+            + "\"hook_id\":\(JSON.string(hook)),\"created_at\":\"\(now)\",\"updated_at\":\"\(now)\","
+            + "\"response_status\":200,\"response_duration_ms\":\(Int.random(in: 20...400))}"
+    }
+
+    private func reply(_ req: IncomingRequest, _ status: Int, json: String) {
+        reply(req, status, contentType: "application/json; charset=utf-8", body: json)
+    }
+
+    private func reply(_ req: IncomingRequest, _ status: Int, contentType: String, body: String) {
+        req.respond(status: status, headers: [("Content-Type", contentType)], body: Array(body.utf8))
+    }
+
+    private func record(_ req: IncomingRequest, path: String, target: String, authorized: Bool, mode: String) {
+        var line = "{\"msg\":\"request\",\"ts\":\"\(Timestamp.rfc3339(Date()))\",\"method\":\(JSON.string(req.method))"
+        line += ",\"target\":\(JSON.string(target)),\"path\":\(JSON.string(path))"
+        line += ",\"authorized\":\(authorized),\"mode\":\(JSON.string(mode)),\"body_bytes\":\(req.bodyLength),\"headers\":["
+        for (i, h) in req.headers.enumerated() {
+            var value = h.value
+            if h.name.lowercased() == "authorization" {
+                // Never print a credential: a fingerprint is enough to tell which one came.
+                let parts = value.split(separator: " ", maxSplits: 1)
+                let scheme = parts.first.map(String.init) ?? ""
+                let secret = parts.count > 1 ? String(parts[1]) : ""
+                value = "\(scheme) sha256:\(SHA256.hex(secret).prefix(16))"
+            }
+            line += (i > 0 ? "," : "") + "[\(JSON.string(h.name)),\(JSON.string(value))]"
+        }
+        out.write(line + "]}")
+    }
+}

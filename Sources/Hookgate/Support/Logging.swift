@@ -1,0 +1,190 @@
+public import Foundation
+public import Logging
+
+/// Writes whole lines to a file descriptor from its own thread, so that the event loop
+/// never blocks on stderr. The queue is bounded: past `capacity` lines, new lines are
+/// dropped and counted (and the count is reported once there is room again).
+public final class LineWriter: @unchecked Sendable {
+    private let fd: Int32
+    private let capacity: Int
+    private let condition = NSCondition()
+    private var lines: [String] = []
+    private var dropped = 0
+    private var writing = false
+
+    public static let stderr = LineWriter(fd: 2)
+    public static let stdout = LineWriter(fd: 1)
+
+    public init(fd: Int32, capacity: Int = 10_000) {
+        self.fd = fd
+        self.capacity = capacity
+        let thread = Thread { [unowned self] in self.drain() }
+        thread.name = "hookgate-log-\(fd)"
+        thread.start()
+    }
+
+    public func write(_ line: String) {
+        condition.lock()
+        if lines.count >= capacity {
+            dropped += 1
+        } else {
+            lines.append(line)
+            condition.signal()
+        }
+        condition.unlock()
+    }
+
+    /// Blocks until every queued line is written (shutdown, tests).
+    public func flush() {
+        condition.lock()
+        while !lines.isEmpty || writing { condition.wait() }
+        condition.unlock()
+    }
+
+    private func drain() {
+        while true {
+            condition.lock()
+            while lines.isEmpty { condition.wait() }
+            var batch = lines
+            lines.removeAll(keepingCapacity: true)
+            if dropped > 0 {
+                batch.append(#"{"level":"warning","msg":"log lines dropped","count":\#(dropped)}"#)
+                dropped = 0
+            }
+            writing = true
+            condition.unlock()
+            var bytes = [UInt8]()
+            for line in batch {
+                bytes.append(contentsOf: line.utf8)
+                bytes.append(10)
+            }
+            bytes.withUnsafeBytes { raw in
+                var offset = 0
+                while offset < raw.count {
+                    let n = Foundation.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                    if n <= 0 { if errno == EINTR { continue } else { break } }
+                    offset += n
+                }
+            }
+            condition.lock()
+            writing = false
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+}
+
+/// swift-log handler printing one JSON object per line: `ts`, `level`, `msg`, then the
+/// metadata (dot-named keys, numbers as JSON numbers). It prints what it is given:
+/// callers pass fingerprints, never keys or tokens.
+public struct JSONLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level = .info
+    private let label: String
+    private let writer: LineWriter
+
+    public init(label: String, writer: LineWriter = .stderr) {
+        self.label = label
+        self.writer = writer
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var line = "{\"ts\":\"\(Timestamp.rfc3339(Date()))\",\"level\":\"\(event.level.rawValue)\",\"msg\":"
+        JSON.appendString(event.message.description, to: &line)
+        var merged = metadata
+        if let extra = event.metadata { merged.merge(extra) { $1 } }
+        for key in merged.keys.sorted() {
+            line += ","
+            JSON.appendString(key, to: &line)
+            line += ":"
+            JSONLogHandler.append(merged[key]!, to: &line)
+        }
+        line += "}"
+        writer.write(line)
+    }
+
+    private static func append(_ value: Logger.MetadataValue, to line: inout String) {
+        switch value {
+        case .string(let s):
+            JSON.appendString(s, to: &line)
+        case .stringConvertible(let c):
+            if c is any BinaryInteger || c is Double || c is Bool {
+                line += c.description
+            } else {
+                JSON.appendString(c.description, to: &line)
+            }
+        case .array(let items):
+            line += "["
+            for (i, item) in items.enumerated() {
+                if i > 0 { line += "," }
+                append(item, to: &line)
+            }
+            line += "]"
+        case .dictionary(let dict):
+            line += "{"
+            for (i, key) in dict.keys.sorted().enumerated() {
+                if i > 0 { line += "," }
+                JSON.appendString(key, to: &line)
+                line += ":"
+                append(dict[key]!, to: &line)
+            }
+            line += "}"
+        }
+    }
+}
+
+public enum Timestamp {
+    /// UTC `YYYY-MM-DDTHH:MM:SS.sssZ`.
+    public static func rfc3339(_ date: Date) -> String {
+        let ms = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        var seconds = time_t(ms / 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                      Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
+                      Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(ms % 1000))
+    }
+}
+
+/// Minimal JSON text helpers for hand-built lines (logs, problem bodies).
+public enum JSON {
+    public static func appendString(_ s: String, to out: inout String) {
+        out += "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                out += String(format: "\\u%04x", scalar.value)
+            default:
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        out += "\""
+    }
+
+    public static func string(_ s: String) -> String {
+        var out = ""
+        appendString(s, to: &out)
+        return out
+    }
+}
+
+public enum HookgateLogging {
+    /// Installs the JSON handler for the process (call once, first thing).
+    public static func bootstrap(level: Logger.Level = .info) {
+        LoggingSystem.bootstrap { label in
+            var handler = JSONLogHandler(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}

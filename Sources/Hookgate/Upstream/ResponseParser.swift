@@ -1,0 +1,284 @@
+/// An HTTP/1.1 response as the gateway relays it.
+public struct UpstreamResponse: Sendable, Equatable {
+    public var status: Int
+    public var reason: String
+    /// Header fields in order, names as received.
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+    /// The server allows the connection to be reused (HTTP/1.1 without `Connection: close`,
+    /// and a body delimited by length or chunks, not by closing).
+    public var keepAlive: Bool
+
+    public func header(_ name: String) -> String? {
+        headers.first { $0.name.lowercased() == name.lowercased() }?.value
+    }
+
+    public static func == (a: UpstreamResponse, b: UpstreamResponse) -> Bool {
+        a.status == b.status && a.reason == b.reason && a.body == b.body && a.keepAlive == b.keepAlive
+            && a.headers.map { "\($0.name):\($0.value)" } == b.headers.map { "\($0.name):\($0.value)" }
+    }
+}
+
+/// Incremental, bounded HTTP/1.1 response parser: feed it bytes as they arrive; it never
+/// buffers more than `maxHeaderBytes` of head or `maxBodyBytes` of body. Pure value type,
+/// no I/O, so it is unit-tested and fuzzed on its own.
+public struct ResponseParser: Sendable {
+    public enum ParseError: Error, Equatable, Sendable, CustomStringConvertible {
+        case malformed(String)
+        case headTooLarge(Int)
+        case bodyTooLarge(Int)
+        public var description: String {
+            switch self {
+            case .malformed(let why): return "invalid HTTP response from upstream: \(why)"
+            case .headTooLarge(let n): return "upstream response head exceeds \(n) bytes"
+            case .bodyTooLarge(let n): return "upstream response body exceeds \(n) bytes"
+            }
+        }
+    }
+
+    public enum Progress: Equatable, Sendable {
+        case needMore
+        case complete(UpstreamResponse)
+    }
+
+    private enum Framing: Equatable, Sendable { case length(Int), chunked, untilClose, none }
+    private enum State: Equatable, Sendable {
+        case head
+        case body(Framing)
+        case chunkSize, chunkData(Int), chunkDataEnd, trailers
+        case done
+    }
+
+    public let maxHeaderBytes: Int
+    public let maxBodyBytes: Int
+    /// True for a response to HEAD (no body whatever the headers say). Unused for POST.
+    public let bodyless: Bool
+    private var state: State = .head
+    private var buffer: [UInt8] = []
+    private var status = 0
+    private var reason = ""
+    private var headers: [(name: String, value: String)] = []
+    private var body: [UInt8] = []
+    private var keepAlive = true
+
+    public init(maxHeaderBytes: Int = 64 * 1024, maxBodyBytes: Int = 1 << 20, bodyless: Bool = false) {
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxBodyBytes = maxBodyBytes
+        self.bodyless = bodyless
+    }
+
+    /// True once any byte of a response has been seen.
+    public var started: Bool { state != .head || !buffer.isEmpty }
+
+    public mutating func feed<Bytes: Collection>(_ bytes: Bytes) throws(ParseError) -> Progress where Bytes.Element == UInt8 {
+        buffer.append(contentsOf: bytes)
+        return try advance()
+    }
+
+    /// The peer closed the connection: completes a close-delimited body, else an error.
+    public mutating func finish() throws(ParseError) -> UpstreamResponse {
+        if case .body(.untilClose) = state {
+            try appendBody(buffer[...])
+            buffer.removeAll()
+            state = .done
+            keepAlive = false
+            return response()
+        }
+        throw .malformed(started ? "connection closed before the response was complete" : "connection closed without a response")
+    }
+
+    private func response() -> UpstreamResponse {
+        UpstreamResponse(status: status, reason: reason, headers: headers, body: body, keepAlive: keepAlive)
+    }
+
+    private mutating func appendBody(_ bytes: ArraySlice<UInt8>) throws(ParseError) {
+        guard body.count + bytes.count <= maxBodyBytes else { throw .bodyTooLarge(maxBodyBytes) }
+        body.append(contentsOf: bytes)
+    }
+
+    /// Index just past the next CRLF (or bare LF) in `buffer`, and the line without it.
+    private func nextLine(from start: Int) -> (line: ArraySlice<UInt8>, next: Int)? {
+        var i = start
+        while i < buffer.count {
+            if buffer[i] == 10 {
+                let end = (i > start && buffer[i - 1] == 13) ? i - 1 : i
+                return (buffer[start..<end], i + 1)
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    private mutating func advance() throws(ParseError) -> Progress {
+        while true {
+            switch state {
+            case .done:
+                return .complete(response())
+            case .head:
+                guard let headEnd = findHeadEnd() else {
+                    if buffer.count > maxHeaderBytes { throw .headTooLarge(maxHeaderBytes) }
+                    return .needMore
+                }
+                if headEnd > maxHeaderBytes { throw .headTooLarge(maxHeaderBytes) }
+                try parseHead(upTo: headEnd)
+                buffer.removeFirst(headEnd)
+            case .body(let framing):
+                switch framing {
+                case .none:
+                    state = .done
+                case .length(let n):
+                    if n > maxBodyBytes { throw .bodyTooLarge(maxBodyBytes) }
+                    guard buffer.count >= n else { return .needMore }
+                    try appendBody(buffer[0..<n])
+                    buffer.removeFirst(n)
+                    if !buffer.isEmpty { keepAlive = false }  // pipelined garbage: do not reuse
+                    state = .done
+                case .untilClose:
+                    if body.count + buffer.count > maxBodyBytes { throw .bodyTooLarge(maxBodyBytes) }
+                    return .needMore
+                case .chunked:
+                    state = .chunkSize
+                }
+            case .chunkSize:
+                guard let (line, next) = nextLine(from: 0) else {
+                    if buffer.count > 1024 { throw .malformed("chunk size line too long") }
+                    return .needMore
+                }
+                let sizeText = line.prefix { $0 != UInt8(ascii: ";") }
+                guard !sizeText.isEmpty, sizeText.count <= 8,
+                      let size = Int(String(decoding: sizeText, as: UTF8.self).trimmingSpaces, radix: 16), size >= 0
+                else { throw .malformed("bad chunk size") }
+                buffer.removeFirst(next)
+                if size > maxBodyBytes - body.count { throw .bodyTooLarge(maxBodyBytes) }
+                state = size == 0 ? .trailers : .chunkData(size)
+            case .chunkData(let size):
+                guard buffer.count >= size else { return .needMore }
+                try appendBody(buffer[0..<size])
+                buffer.removeFirst(size)
+                state = .chunkDataEnd
+            case .chunkDataEnd:
+                guard let (line, next) = nextLine(from: 0) else {
+                    if buffer.count > 2 { throw .malformed("chunk not followed by CRLF") }
+                    return .needMore
+                }
+                guard line.isEmpty else { throw .malformed("chunk not followed by CRLF") }
+                buffer.removeFirst(next)
+                state = .chunkSize
+            case .trailers:
+                guard let (line, next) = nextLine(from: 0) else {
+                    if buffer.count > maxHeaderBytes { throw .headTooLarge(maxHeaderBytes) }
+                    return .needMore
+                }
+                buffer.removeFirst(next)
+                if line.isEmpty {
+                    if !buffer.isEmpty { keepAlive = false }
+                    state = .done
+                }
+            }
+        }
+    }
+
+    private func findHeadEnd() -> Int? {
+        // End of head: an empty line (CRLFCRLF or LFLF).
+        var i = 0
+        let n = buffer.count
+        while i < n {
+            if buffer[i] == 10 {
+                if i + 1 < n, buffer[i + 1] == 10 { return i + 2 }
+                if i + 2 < n, buffer[i + 1] == 13, buffer[i + 2] == 10 { return i + 3 }
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    private mutating func parseHead(upTo end: Int) throws(ParseError) {
+        var pos = 0
+        guard let (statusLine, afterStatus) = nextLine(from: 0) else { throw .malformed("no status line") }
+        pos = afterStatus
+        // "HTTP/1.1 200 OK"
+        let parts = statusLine.split(separator: UInt8(ascii: " "), maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count >= 2 else { throw .malformed("bad status line") }
+        let version = String(decoding: parts[0], as: UTF8.self)
+        guard version == "HTTP/1.1" || version == "HTTP/1.0" else { throw .malformed("unsupported version") }
+        guard parts[1].count == 3, parts[1].allSatisfy({ $0 >= 48 && $0 <= 57 }),
+              let code = Int(String(decoding: parts[1], as: UTF8.self)), (100...599).contains(code)
+        else { throw .malformed("bad status code") }
+        guard code >= 200 else { throw .malformed("unexpected interim response \(code)") }
+        status = code
+        reason = parts.count == 3 ? String(decoding: parts[2], as: UTF8.self) : ""
+        keepAlive = version == "HTTP/1.1"
+
+        var contentLength: Int? = nil
+        var chunked = false
+        while pos < end {
+            guard let (line, next) = nextLine(from: pos) else { break }
+            pos = next
+            if line.isEmpty { break }
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > line.startIndex else {
+                throw .malformed("bad header line")
+            }
+            let nameBytes = line[line.startIndex..<colon]
+            guard nameBytes.allSatisfy(ResponseParser.isTokenChar) else { throw .malformed("bad header name") }
+            let name = String(decoding: nameBytes, as: UTF8.self)
+            let value = String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingSpaces
+            headers.append((name, value))
+            switch name.lowercased() {
+            case "content-length":
+                guard let n = Int(value), n >= 0, value.allSatisfy(\.isASCIIDigit) else {
+                    throw .malformed("bad Content-Length")
+                }
+                if let previous = contentLength, previous != n { throw .malformed("conflicting Content-Length") }
+                contentLength = n
+            case "transfer-encoding":
+                let codings = value.lowercased().split(separator: ",").map { $0.trimmingCharacters() }
+                guard codings.last == "chunked" else { throw .malformed("unsupported Transfer-Encoding") }
+                chunked = true
+            case "connection":
+                let tokens = value.lowercased().split(separator: ",").map { $0.trimmingCharacters() }
+                if tokens.contains("close") { keepAlive = false }
+                if tokens.contains("keep-alive") && version == "HTTP/1.0" { keepAlive = true }
+            default:
+                break
+            }
+        }
+        if chunked && contentLength != nil { throw .malformed("both Content-Length and chunked") }
+        if bodyless || status == 204 || status == 304 {
+            state = .body(.none)
+        } else if chunked {
+            state = .body(.chunked)
+        } else if let contentLength {
+            state = .body(.length(contentLength))
+        } else {
+            keepAlive = false
+            state = .body(.untilClose)
+        }
+    }
+
+    private static func isTokenChar(_ c: UInt8) -> Bool {
+        switch c {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        default:
+            return "!#$%&'*+-.^_`|~".utf8.contains(c)
+        }
+    }
+}
+
+extension StringProtocol {
+    /// Trims spaces and horizontal tabs (HTTP optional whitespace).
+    var trimmingSpaces: String {
+        let s = self.drop { $0 == " " || $0 == "\t" }
+        var end = s.endIndex
+        while end > s.startIndex {
+            let before = s.index(before: end)
+            if s[before] == " " || s[before] == "\t" { end = before } else { break }
+        }
+        return String(s[s.startIndex..<end])
+    }
+    func trimmingCharacters() -> String { trimmingSpaces }
+}
+
+extension Character {
+    var isASCIIDigit: Bool { isASCII && isNumber }
+}

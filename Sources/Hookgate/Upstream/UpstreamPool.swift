@@ -1,0 +1,271 @@
+import CLibevent
+import COpenSSL
+import Foundation
+
+/// Why an upstream call did not produce a response. Every case maps to the contract's
+/// 502 (`upstream_error`) or 504 (`upstream_timeout`).
+public enum UpstreamFailure: Error, Equatable, Sendable, CustomStringConvertible {
+    case unresolved(String)
+    case connect(String)
+    case tls(String)
+    case connectTimeout(Int)
+    case timeout(Int)
+    case closed(String)
+    case invalid(String)
+    case noConnection(Int)
+
+    public var description: String {
+        switch self {
+        case .unresolved(let why): return "upstream address unknown: \(why)"
+        case .connect(let why): return "upstream unreachable: \(why)"
+        case .tls(let why): return "upstream TLS verification failed: \(why)"
+        case .connectTimeout(let ms): return "upstream did not accept a connection within \(ms) ms"
+        case .timeout(let ms): return "upstream did not answer within \(ms) ms"
+        case .closed(let why): return "upstream closed the connection: \(why)"
+        case .invalid(let why): return why
+        case .noConnection(let ms): return "no upstream connection became free within \(ms) ms"
+        }
+    }
+
+    public var refusal: Refusal {
+        switch self {
+        case .timeout, .connectTimeout: return .upstreamTimeout(description)
+        default: return .upstreamError(description)
+        }
+    }
+}
+
+/// What the pool needs to know; built from `upstream.*` of the config.
+public struct UpstreamOptions: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    public var connectTimeoutMs: Int
+    public var timeoutMs: Int
+    public var maxConnections: Int
+    public var idleTimeoutMs: Int
+    public var maxResponseBytes: Int
+    public var queueTimeoutMs: Int
+    public var maxQueued: Int
+
+    public init(host: String, port: Int, connectTimeoutMs: Int = 2000, timeoutMs: Int = 10_000,
+                maxConnections: Int = 64, idleTimeoutMs: Int = 30_000, maxResponseBytes: Int = 1 << 20,
+                queueTimeoutMs: Int = 2000, maxQueued: Int = 1024) {
+        self.host = host
+        self.port = port
+        self.connectTimeoutMs = connectTimeoutMs
+        self.timeoutMs = timeoutMs
+        self.maxConnections = maxConnections
+        self.idleTimeoutMs = idleTimeoutMs
+        self.maxResponseBytes = maxResponseBytes
+        self.queueTimeoutMs = queueTimeoutMs
+        self.maxQueued = maxQueued
+    }
+
+    /// `Host` header value: the port only when it is not 443.
+    var hostHeader: String {
+        let h = host.contains(":") ? "[\(host)]" : host
+        return port == 443 ? h : "\(h):\(port)"
+    }
+}
+
+/// One redeliver call to send: the bytes are built once, here, so that what goes upstream
+/// is exactly the contract's request and nothing of the caller's.
+public struct UpstreamCall {
+    let head: [UInt8]
+
+    public init(path: String, serviceToken: String, requestID: String, options: UpstreamOptions) {
+        var text = "POST \(path) HTTP/1.1\r\n"
+        text += "Host: \(options.hostHeader)\r\n"
+        text += "Authorization: Bearer \(serviceToken)\r\n"
+        text += "X-Request-Id: \(requestID)\r\n"
+        text += "User-Agent: hookgate/\(BuildInfo.version)\r\n"
+        text += "Accept: application/json\r\n"
+        text += "Content-Length: 0\r\n\r\n"
+        head = Array(text.utf8)
+    }
+}
+
+public typealias UpstreamCompletion = (Result<UpstreamResponse, UpstreamFailure>) -> Void
+
+/// A bounded pool of persistent TLS connections to one upstream, used on the loop thread
+/// only. A call is handed to exactly one connection and never re-sent: if that connection
+/// fails after the call was given to it, the call fails (at most once upstream).
+final class UpstreamPool {
+    let loop: EventLoop
+    let options: UpstreamOptions
+    private let tls: TLSClientContext
+    /// Resolved addresses (set off-loop by the resolver, applied on the loop).
+    private(set) var addresses: [SocketAddress] = []
+    var resolveError: String = "not resolved yet"
+    private var nextAddress = 0
+
+    private var connections: [ObjectIdentifier: UpstreamConnection] = [:]
+    private var idle: [UpstreamConnection] = []
+    private var queue: [QueuedCall] = []
+    private var queueHead = 0
+
+    private(set) var connectionsOpened = 0
+
+    init(loop: EventLoop, tls: TLSClientContext, options: UpstreamOptions) {
+        self.loop = loop
+        self.tls = tls
+        self.options = options
+    }
+
+    var openConnections: Int { connections.count }
+    var idleConnections: Int { idle.count }
+    var queuedCalls: Int { queue.count - queueHead }
+
+    func setAddresses(_ list: [SocketAddress], error: String?) {
+        if !list.isEmpty { addresses = list }
+        if let error { resolveError = error }
+    }
+
+    func send(_ call: UpstreamCall, completion: @escaping UpstreamCompletion) {
+        guard !addresses.isEmpty else {
+            completion(.failure(.unresolved(resolveError)))
+            return
+        }
+        if let connection = idle.popLast() {
+            connection.start(call, completion: completion)
+            return
+        }
+        if connections.count < options.maxConnections {
+            openConnection(for: call, completion: completion)
+            return
+        }
+        guard queuedCalls < options.maxQueued else {
+            completion(.failure(.noConnection(0)))
+            return
+        }
+        let queued = QueuedCall(call: call, completion: completion)
+        queued.timer = loop.timer(after: options.queueTimeoutMs) { [weak self, weak queued] in
+            guard let self, let queued, !queued.taken else { return }
+            queued.taken = true
+            queued.completion(.failure(.noConnection(self.options.queueTimeoutMs)))
+        }
+        queue.append(queued)
+    }
+
+    private func openConnection(for call: UpstreamCall, completion: @escaping UpstreamCompletion) {
+        let address = addresses[nextAddress % addresses.count]
+        nextAddress &+= 1
+        let ssl: OpaquePointer
+        do {
+            ssl = try tls.makeSSL(host: options.host)
+        } catch {
+            completion(.failure(.tls("\(error)")))
+            return
+        }
+        let connection = UpstreamConnection(pool: self, ssl: ssl)
+        connections[ObjectIdentifier(connection)] = connection
+        connectionsOpened += 1
+        connection.connect(to: address, call: call, completion: completion)
+    }
+
+    /// A connection finished its call and may be reused.
+    func release(_ connection: UpstreamConnection) {
+        // Hand it straight to a queued call, if any still waits.
+        while queueHead < queue.count {
+            let next = queue[queueHead]
+            queueHead += 1
+            compactQueue()
+            if next.taken { continue }
+            next.taken = true
+            next.timer?.cancel()
+            connection.start(next.call, completion: next.completion)
+            return
+        }
+        idle.append(connection)
+        connection.becomeIdle()
+    }
+
+    /// A connection closed (for whatever reason); forget it and let a queued call open a new one.
+    func closed(_ connection: UpstreamConnection) {
+        connections.removeValue(forKey: ObjectIdentifier(connection))
+        idle.removeAll { $0 === connection }
+        while queueHead < queue.count, connections.count < options.maxConnections {
+            let next = queue[queueHead]
+            queueHead += 1
+            compactQueue()
+            if next.taken { continue }
+            next.taken = true
+            next.timer?.cancel()
+            openConnection(for: next.call, completion: next.completion)
+            return
+        }
+    }
+
+    private func compactQueue() {
+        if queueHead > 64 && queueHead * 2 > queue.count {
+            queue.removeFirst(queueHead)
+            queueHead = 0
+        }
+    }
+
+    /// Closes every idle connection (shutdown); busy ones finish their call first.
+    func closeIdle() {
+        for connection in idle { connection.close() }
+        idle.removeAll()
+    }
+}
+
+private final class QueuedCall {
+    let call: UpstreamCall
+    let completion: UpstreamCompletion
+    var timer: LoopTimer?
+    var taken = false
+    init(call: UpstreamCall, completion: @escaping UpstreamCompletion) {
+        self.call = call
+        self.completion = completion
+    }
+}
+
+/// A resolved socket address (IPv4 or IPv6), stored as bytes so it is Sendable.
+public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
+    let storage: [UInt8]
+
+    init(_ pointer: UnsafePointer<sockaddr>, length: Int) {
+        storage = Array(UnsafeRawBufferPointer(start: pointer, count: length))
+    }
+
+    func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>, Int32) -> R) -> R {
+        storage.withUnsafeBytes { raw in
+            body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), Int32(raw.count))
+        }
+    }
+
+    public var description: String {
+        withSockAddr { sa, len in
+            var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            var serv = [CChar](repeating: 0, count: Int(NI_MAXSERV))
+            guard getnameinfo(sa, socklen_t(len), &host, socklen_t(host.count), &serv, socklen_t(serv.count),
+                              NI_NUMERICHOST | NI_NUMERICSERV) == 0 else { return "?" }
+            let h = String(decoding: host.prefix { $0 != 0 }.map(UInt8.init(bitPattern:)), as: UTF8.self)
+            let s = String(decoding: serv.prefix { $0 != 0 }.map(UInt8.init(bitPattern:)), as: UTF8.self)
+            return h.contains(":") ? "[\(h)]:\(s)" : "\(h):\(s)"
+        }
+    }
+
+    /// Blocking getaddrinfo: call it off the loop (start-up, or the resolver thread).
+    static func resolve(host: String, port: Int) -> Result<[SocketAddress], ResolveError> {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_family = AF_UNSPEC
+        var result: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &result)
+        guard rc == 0, let first = result else {
+            return .failure(ResolveError(message: "cannot resolve \(host): \(String(cString: gai_strerror(rc)))"))
+        }
+        defer { freeaddrinfo(first) }
+        var out: [SocketAddress] = []
+        var cursor: UnsafeMutablePointer<addrinfo>? = first
+        while let ai = cursor {
+            if let sa = ai.pointee.ai_addr { out.append(SocketAddress(sa, length: Int(ai.pointee.ai_addrlen))) }
+            cursor = ai.pointee.ai_next
+        }
+        return out.isEmpty ? .failure(ResolveError(message: "no address for \(host)")) : .success(out)
+    }
+}
+
+struct ResolveError: Error, Sendable { let message: String }

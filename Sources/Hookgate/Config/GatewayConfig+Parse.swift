@@ -1,0 +1,527 @@
+import Foundation
+
+extension GatewayConfig {
+    /// Decodes and validates a configuration file's bytes.
+    ///
+    /// Every problem is collected (with its JSON path) before throwing, so one run of
+    /// `hookgate check-config` names them all. Secrets are never read: an `{"env": NAME}`
+    /// variable need not be set and a `{"file": PATH}` token or secret is not opened.
+    /// - Parameter checkFiles: when true, `upstream.ca_file`, `listen.tls.cert_file` and
+    ///   `listen.tls.key_file` must name existing, readable files (relative paths are
+    ///   relative to the working directory). `audit.path` need never exist.
+    public static func parse(_ bytes: [UInt8], checkFiles: Bool = true) throws(ConfigError) -> GatewayConfig {
+        let tree: JSONTree
+        do {
+            tree = try JSONTree.parse(bytes)
+        } catch {
+            throw ConfigError(problems: [ConfigProblem(path: "(file)", message: "not valid JSON (\(jsonErrorSummary(error)))")])
+        }
+        let validator = ConfigValidator(checkFiles: checkFiles)
+        let config = validator.config(tree, version: SHA256.hex(bytes: bytes))
+        guard validator.problems.isEmpty, let config else {
+            let problems = validator.problems.isEmpty
+                ? [ConfigProblem(path: "(file)", message: "invalid configuration")] : validator.problems
+            throw ConfigError(problems: problems)
+        }
+        return config
+    }
+
+    /// Reads and validates the file at `path` (see `parse(_:checkFiles:)`, with `checkFiles`).
+    /// A file that cannot be read is a problem at path `(file)`.
+    public static func load(path: String, checkFiles: Bool = true) throws(ConfigError) -> GatewayConfig {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw ConfigError(problems: [ConfigProblem(path: "(file)", message: "cannot read \(path): \(fileErrorSummary(path))")])
+        }
+        return try parse(Array(data), checkFiles: checkFiles)
+    }
+
+    private static func fileErrorSummary(_ path: String) -> String {
+        var isDirectory: ObjCBool = false
+        if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) { return "no such file" }
+        if isDirectory.boolValue { return "is a directory" }
+        if !FileManager.default.isReadableFile(atPath: path) { return "permission denied" }
+        return "read failed"
+    }
+
+    private static func jsonErrorSummary(_ error: any Error) -> String {
+        let ns = error as NSError
+        if let detail = ns.userInfo[NSDebugDescriptionErrorKey] as? String, !detail.isEmpty { return detail }
+        return "syntax error"
+    }
+}
+
+/// Bounds of the numeric settings (documented in docs/configuration.md).
+enum ConfigBounds {
+    static let port = 1...65535
+    static let listenPort = 0...65535
+    static let connectTimeoutMs = 1...60_000
+    static let upstreamTimeoutMs = 1...600_000
+    static let upstreamMaxConnections = 1...4096
+    static let auditMaxBodyBytes = 0...16_777_216
+    static let maxHeaderBytes = 1024...1_048_576
+    static let maxBodyBytes = 1...67_108_864
+    static let clientTimeoutMs = 1...600_000
+    static let maxConnections = 1...1_000_000
+    static let requestsPerMinute = 1...6_000_000
+    static let burst = 1...1_000_000
+    static let teamNameLength = 1...64
+}
+
+/// Walks the JSON tree of a configuration, collecting problems as it goes.
+/// Each section returns its value, or nil when something required of it is wrong.
+final class ConfigValidator {
+    private(set) var problems: [ConfigProblem] = []
+    private let checkFiles: Bool
+
+    init(checkFiles: Bool) { self.checkFiles = checkFiles }
+
+    private func report(_ path: String, _ message: String) {
+        problems.append(ConfigProblem(path: path, message: message))
+    }
+
+    // MARK: - Whole file
+
+    func config(_ tree: JSONTree, version: String) -> GatewayConfig? {
+        guard case .object(let members) = tree else {
+            report("(file)", "must contain a JSON object, not \(tree.kind)")
+            return nil
+        }
+        var root = ObjectReader(members, path: "")
+        let listen = section(&root, "listen", optional: ListenConfig()) { listenConfig(&$0) }
+        let admin = section(&root, "admin", optional: AdminConfig()) { adminConfig(&$0) }
+        let upstream = section(&root, "upstream") { upstreamConfig(&$0) }
+        let audit = section(&root, "audit") { auditConfig(&$0) }
+        let limits = section(&root, "limits", optional: LimitsConfig()) { limitsConfig(&$0) }
+        let global = optionalSection(&root, "global_rate_limit") { rateLimit(&$0) }
+        let teams = teamList(root.take("teams"), path: root.path(of: "teams"))
+        finish(root)
+
+        if let listen, let admin, listen.port != 0, listen.port == admin.port {
+            report("admin.port", "must differ from listen.port (\(listen.port))")
+        }
+        guard let listen, let admin, let upstream, let audit, let limits, let global, let teams else { return nil }
+        return GatewayConfig(listen: listen, admin: admin, upstream: upstream, audit: audit, limits: limits,
+                             globalRateLimit: global.value, teams: teams, version: version)
+    }
+
+    /// A required object member.
+    private func section<T>(_ parent: inout ObjectReader, _ key: String,
+                            _ read: (inout ObjectReader) -> T?) -> T? {
+        let path = parent.path(of: key)
+        guard let value = parent.take(key) else {
+            report(path, "is required")
+            return nil
+        }
+        guard var reader = objectReader(value, path: path) else { return nil }
+        let result = read(&reader)
+        finish(reader)
+        return result
+    }
+
+    /// An object member with a default when absent.
+    private func section<T>(_ parent: inout ObjectReader, _ key: String, optional fallback: T,
+                            _ read: (inout ObjectReader) -> T?) -> T? {
+        guard parent.has(key) else {
+            _ = parent.take(key)
+            return fallback
+        }
+        return section(&parent, key, read)
+    }
+
+    /// An object member whose absence means "none". The outer optional is nil on error.
+    private func optionalSection<T>(_ parent: inout ObjectReader, _ key: String,
+                                    _ read: (inout ObjectReader) -> T?) -> Present<T>? {
+        guard parent.has(key) else {
+            _ = parent.take(key)
+            return Present(value: nil)
+        }
+        guard let value = section(&parent, key, read) else { return nil }
+        return Present(value: value)
+    }
+
+    /// Wraps an optional result so that "validly absent" differs from "invalid".
+    struct Present<T> { var value: T? }
+
+    private func objectReader(_ value: JSONTree, path: String) -> ObjectReader? {
+        guard case .object(let members) = value else {
+            report(path, "must be an object, not \(value.kind)")
+            return nil
+        }
+        return ObjectReader(members, path: path)
+    }
+
+    private func finish(_ reader: ObjectReader) {
+        for key in reader.unreadKeys { report(reader.path(of: key), "unknown key") }
+    }
+
+    // MARK: - Scalars
+
+    private func string(_ o: inout ObjectReader, _ key: String, default fallback: String? = nil) -> String? {
+        let path = o.path(of: key)
+        guard let value = o.take(key) else {
+            if fallback == nil { report(path, "is required") }
+            return fallback
+        }
+        guard case .string(let s) = value else {
+            report(path, "must be a string, not \(value.kind)")
+            return nil
+        }
+        guard !s.isEmpty else {
+            report(path, "must not be empty")
+            return nil
+        }
+        guard !s.utf8.contains(0) else {
+            report(path, "must not contain a NUL character")
+            return nil
+        }
+        return s
+    }
+
+    private func integer(_ o: inout ObjectReader, _ key: String, default fallback: Int? = nil,
+                         range: ClosedRange<Int>) -> Int? {
+        let path = o.path(of: key)
+        guard let value = o.take(key) else {
+            if fallback == nil { report(path, "is required") }
+            return fallback
+        }
+        let n: Int
+        switch value {
+        case .integer(let i): n = i
+        case .fraction: report(path, "must be a whole number"); return nil
+        default: report(path, "must be a number, not \(value.kind)"); return nil
+        }
+        if n < range.lowerBound { report(path, "must be at least \(range.lowerBound)"); return nil }
+        if n > range.upperBound { report(path, "must be at most \(range.upperBound)"); return nil }
+        return n
+    }
+
+    private func address(_ o: inout ObjectReader, _ key: String, default fallback: String) -> String? {
+        guard let s = string(&o, key, default: fallback) else { return nil }
+        guard HTTPSURL.isIPv4(s) || HTTPSURL.isIPv6(s) || HTTPSURL.isHostName(s) else {
+            report(o.path(of: key), "must be an IP address or a host name")
+            return nil
+        }
+        return s
+    }
+
+    /// A file the gateway reads at start-up (certificates, keys, CA bundles): never a secret source.
+    private func readableFile(_ o: inout ObjectReader, _ key: String, required: Bool) -> String?? {
+        let path = o.path(of: key)
+        if !required, !o.has(key) {
+            _ = o.take(key)
+            return .some(nil)
+        }
+        guard let file = string(&o, key) else { return nil }
+        if checkFiles {
+            var isDirectory: ObjCBool = false
+            if !FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory) {
+                report(path, "no such file: \(file)")
+                return nil
+            }
+            if isDirectory.boolValue {
+                report(path, "is a directory, not a file: \(file)")
+                return nil
+            }
+            if !FileManager.default.isReadableFile(atPath: file) {
+                report(path, "file is not readable: \(file)")
+                return nil
+            }
+        }
+        return .some(file)
+    }
+
+    // MARK: - Sections
+
+    private func listenConfig(_ o: inout ObjectReader) -> ListenConfig? {
+        let address = address(&o, "address", default: "0.0.0.0")
+        let port = integer(&o, "port", default: 8080, range: ConfigBounds.listenPort)
+        let tls = optionalSection(&o, "tls") { t -> TLSFiles? in
+            let cert = readableFile(&t, "cert_file", required: true)
+            let key = readableFile(&t, "key_file", required: true)
+            guard let cert = cert ?? nil, let key = key ?? nil else { return nil }
+            return TLSFiles(certFile: cert, keyFile: key)
+        }
+        guard let address, let port, let tls else { return nil }
+        return ListenConfig(address: address, port: port, tls: tls.value)
+    }
+
+    private func adminConfig(_ o: inout ObjectReader) -> AdminConfig? {
+        let address = address(&o, "address", default: "127.0.0.1")
+        let port = integer(&o, "port", default: 9090, range: ConfigBounds.listenPort)
+        guard let address, let port else { return nil }
+        return AdminConfig(address: address, port: port)
+    }
+
+    private func upstreamConfig(_ o: inout ObjectReader) -> UpstreamConfig? {
+        var url: HTTPSURL?
+        if let text = string(&o, "base_url") {
+            switch HTTPSURL.parse(text, form: .origin) {
+            case .success(let u): url = u
+            case .failure(let m): report(o.path(of: "base_url"), m.text)
+            }
+        }
+        let caFile = readableFile(&o, "ca_file", required: false)
+        let connectTimeout = integer(&o, "connect_timeout_ms", default: 2000, range: ConfigBounds.connectTimeoutMs)
+        let timeout = integer(&o, "timeout_ms", default: 10000, range: ConfigBounds.upstreamTimeoutMs)
+        let maxConnections = integer(&o, "max_connections", default: 64, range: ConfigBounds.upstreamMaxConnections)
+        let token = serviceToken(o.take("service_token"), path: o.path(of: "service_token"))
+        guard let url, let caFile, let connectTimeout, let timeout, let maxConnections, let token else { return nil }
+        return UpstreamConfig(baseURL: url.origin, host: url.host, port: url.port, caFile: caFile,
+                              connectTimeoutMs: connectTimeout, timeoutMs: timeout,
+                              maxConnections: maxConnections, serviceToken: token)
+    }
+
+    private func auditConfig(_ o: inout ObjectReader) -> AuditConfig? {
+        let path = string(&o, "path")
+        let maxBody = integer(&o, "max_body_bytes", default: 65536, range: ConfigBounds.auditMaxBodyBytes)
+        var durability: Durability? = .full
+        if let word = string(&o, "durability", default: Durability.full.rawValue) {
+            durability = Durability(rawValue: word)
+            if durability == nil { report(o.path(of: "durability"), "must be \"full\" or \"normal\"") }
+        } else {
+            durability = nil
+        }
+        guard let path, let maxBody, let durability else { return nil }
+        return AuditConfig(path: path, maxBodyBytes: maxBody, durability: durability)
+    }
+
+    private func limitsConfig(_ o: inout ObjectReader) -> LimitsConfig? {
+        let header = integer(&o, "max_header_bytes", default: 8192, range: ConfigBounds.maxHeaderBytes)
+        let body = integer(&o, "max_body_bytes", default: 16384, range: ConfigBounds.maxBodyBytes)
+        let timeout = integer(&o, "client_timeout_ms", default: 15000, range: ConfigBounds.clientTimeoutMs)
+        let connections = integer(&o, "max_connections", default: 1024, range: ConfigBounds.maxConnections)
+        guard let header, let body, let timeout, let connections else { return nil }
+        return LimitsConfig(maxHeaderBytes: header, maxBodyBytes: body, clientTimeoutMs: timeout, maxConnections: connections)
+    }
+
+    private func rateLimit(_ o: inout ObjectReader) -> RateLimitConfig? {
+        let rpm = integer(&o, "requests_per_minute", range: ConfigBounds.requestsPerMinute)
+        let burst = integer(&o, "burst", range: ConfigBounds.burst)
+        guard let rpm, let burst else { return nil }
+        return RateLimitConfig(requestsPerMinute: rpm, burst: burst)
+    }
+
+    // MARK: - Secrets (named, never read)
+
+    private static let inlineKeys: Set<String> = ["value", "token", "secret", "access_token", "client_secret"]
+
+    private func serviceToken(_ value: JSONTree?, path: String) -> ServiceTokenSource? {
+        let inline = "an inline token is not allowed, use {\"env\": NAME} or {\"file\": PATH}"
+        guard let value else {
+            report(path, "is required: {\"env\": NAME}, {\"file\": PATH} or {\"oauth2\": {...}}")
+            return nil
+        }
+        guard var o = sourceObject(value, path: path, inlineMessage: inline,
+                                   shape: "{\"env\": NAME}, {\"file\": PATH} or {\"oauth2\": {...}}") else { return nil }
+        defer { finish(o) }
+        guard let kind = sourceKind(&o, allowed: ["env", "file", "oauth2"], inlineMessage: inline) else { return nil }
+        switch kind {
+        case "env": return envName(&o).map(ServiceTokenSource.env)
+        case "file": return string(&o, "file").map(ServiceTokenSource.file)
+        default: return section(&o, "oauth2") { oauth2(&$0) }.map(ServiceTokenSource.oauth2)
+        }
+    }
+
+    private func secret(_ value: JSONTree?, path: String) -> SecretSource? {
+        let inline = "an inline secret is not allowed, use {\"env\": NAME} or {\"file\": PATH}"
+        guard let value else {
+            report(path, "is required: {\"env\": NAME} or {\"file\": PATH}")
+            return nil
+        }
+        guard var o = sourceObject(value, path: path, inlineMessage: inline,
+                                   shape: "{\"env\": NAME} or {\"file\": PATH}") else { return nil }
+        defer { finish(o) }
+        guard let kind = sourceKind(&o, allowed: ["env", "file"], inlineMessage: inline) else { return nil }
+        return kind == "env" ? envName(&o).map(SecretSource.env) : string(&o, "file").map(SecretSource.file)
+    }
+
+    private func sourceObject(_ value: JSONTree, path: String, inlineMessage: String, shape: String) -> ObjectReader? {
+        switch value {
+        case .object(let members): return ObjectReader(members, path: path)
+        case .string: report(path, inlineMessage)
+        default: report(path, "must be an object: \(shape)")
+        }
+        return nil
+    }
+
+    /// Which one of `allowed` the source object uses; reports inline values and ambiguity.
+    private func sourceKind(_ o: inout ObjectReader, allowed: [String], inlineMessage: String) -> String? {
+        var inline = false
+        for key in Self.inlineKeys.sorted() where o.has(key) {
+            _ = o.take(key)
+            inline = true
+        }
+        if inline { report(o.path, inlineMessage) }
+        let present = allowed.filter { o.has($0) }
+        guard present.count == 1, let kind = present.first else {
+            if present.count > 1 || !inline {
+                report(o.path, "must have exactly one of " + allowed.map { "\"\($0)\"" }.joined(separator: ", "))
+            }
+            for key in allowed { _ = o.take(key) }
+            return nil
+        }
+        if inline {
+            _ = o.take(kind)
+            return nil
+        }
+        return kind
+    }
+
+    private func envName(_ o: inout ObjectReader) -> String? {
+        guard let name = string(&o, "env") else { return nil }
+        guard Self.isEnvironmentName(name) else {
+            report(o.path(of: "env"), "must be an environment variable name (letters, digits and _, not starting with a digit)")
+            return nil
+        }
+        return name
+    }
+
+    static func isEnvironmentName(_ s: String) -> Bool {
+        guard let first = s.utf8.first, !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) else { return false }
+        return s.utf8.allSatisfy { c in
+            (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(c) || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(c)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) || c == UInt8(ascii: "_")
+        }
+    }
+
+    private func oauth2(_ o: inout ObjectReader) -> OAuth2Config? {
+        var endpoint: HTTPSURL?
+        let tokenURL = string(&o, "token_url")
+        if let tokenURL {
+            switch HTTPSURL.parse(tokenURL, form: .withPath) {
+            case .success(let u): endpoint = u
+            case .failure(let m): report(o.path(of: "token_url"), m.text)
+            }
+        }
+        let clientID = string(&o, "client_id")
+        let secret = secret(o.take("client_secret"), path: o.path(of: "client_secret"))
+        guard let tokenURL, let endpoint, let clientID, let secret else { return nil }
+        return OAuth2Config(tokenURL: tokenURL, tokenEndpoint: endpoint, clientID: clientID, clientSecret: secret)
+    }
+
+    // MARK: - Teams
+
+    private func teamList(_ value: JSONTree?, path: String) -> [TeamConfig]? {
+        guard let value else { return [] }
+        guard case .array(let items) = value else {
+            report(path, "must be a list, not \(value.kind)")
+            return nil
+        }
+        var teams: [TeamConfig] = []
+        var ok = true
+        var nameSeenAt: [String: String] = [:]
+        var hashSeenAt: [String: (team: String, path: String)] = [:]
+        for (index, item) in items.enumerated() {
+            let teamPath = JSONPath.element(path, index)
+            guard var o = objectReader(item, path: teamPath) else { ok = false; continue }
+            let team = self.team(&o)
+            finish(o)
+            guard let team else { ok = false; continue }
+            if let first = nameSeenAt[team.name] {
+                report(o.path(of: "name"), "duplicate team name \"\(team.name)\" (also \(first))")
+                ok = false
+            } else {
+                nameSeenAt[team.name] = o.path(of: "name")
+            }
+            for (i, hash) in team.keySHA256.enumerated() {
+                let hashPath = JSONPath.element(o.path(of: "key_sha256"), i)
+                if let first = hashSeenAt[hash] {
+                    let owner = first.team == team.name ? "" : " of team \"\(first.team)\""
+                    report(hashPath, "duplicate key hash (also \(first.path)\(owner))")
+                    ok = false
+                } else {
+                    hashSeenAt[hash] = (team.name, hashPath)
+                }
+            }
+            teams.append(team)
+        }
+        return ok ? teams : nil
+    }
+
+    private func team(_ o: inout ObjectReader) -> TeamConfig? {
+        var name = string(&o, "name")
+        if let n = name, !(ConfigBounds.teamNameLength.contains(n.utf8.count) && n.utf8.allSatisfy(Self.isNameByte)) {
+            report(o.path(of: "name"), "must be 1 to 64 characters from A-Z a-z 0-9 . _ -")
+            name = nil
+        }
+        let keys = keyHashes(o.take("key_sha256"), path: o.path(of: "key_sha256"))
+        let allow = allowList(o.take("allow_hooks"), path: o.path(of: "allow_hooks"))
+        let limit = optionalSection(&o, "rate_limit") { rateLimit(&$0) }
+        guard let name, let keys, let allow, let limit else { return nil }
+        return TeamConfig(name: name, keySHA256: keys, allowHooks: allow, rateLimit: limit.value)
+    }
+
+    private static func isNameByte(_ c: UInt8) -> Bool {
+        (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(c) || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(c)
+            || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c)
+            || c == UInt8(ascii: ".") || c == UInt8(ascii: "_") || c == UInt8(ascii: "-")
+    }
+
+    private func keyHashes(_ value: JSONTree?, path: String) -> [String]? {
+        guard let value else {
+            report(path, "is required: a list of SHA-256 hashes of the team's keys (see hookgate keygen)")
+            return nil
+        }
+        guard case .array(let items) = value else {
+            report(path, "must be a list, not \(value.kind)")
+            return nil
+        }
+        guard !items.isEmpty else {
+            report(path, "must list at least one key hash")
+            return nil
+        }
+        var hashes: [String] = []
+        var ok = true
+        for (i, item) in items.enumerated() {
+            guard case .string(let s) = item, s.utf8.count == 64, s.utf8.allSatisfy(Self.isHexByte) else {
+                report(JSONPath.element(path, i), "must be a SHA-256 hash: 64 hex characters")
+                ok = false
+                continue
+            }
+            hashes.append(s.lowercased())
+        }
+        return ok ? hashes : nil
+    }
+
+    private static func isHexByte(_ c: UInt8) -> Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(c)
+            || (UInt8(ascii: "A")...UInt8(ascii: "F")).contains(c)
+    }
+
+    private func allowList(_ value: JSONTree?, path: String) -> AllowList? {
+        guard let value else {
+            report(path, "is required: a list of hook UUIDs, or [\"*\"] for every hook")
+            return nil
+        }
+        guard case .array(let items) = value else {
+            report(path, "must be a list, not \(value.kind)")
+            return nil
+        }
+        var ids: Set<String> = []
+        var star = false
+        var ok = true
+        for (i, item) in items.enumerated() {
+            if case .string("*") = item {
+                star = true
+                continue
+            }
+            guard case .string(let s) = item, let id = UUIDText.canonical(s) else {
+                report(JSONPath.element(path, i), "must be a hook UUID (8-4-4-4-12 hex) or \"*\"")
+                ok = false
+                continue
+            }
+            ids.insert(id)
+        }
+        if star {
+            if items.count != 1 {
+                report(path, "\"*\" must be the only entry (it already allows every hook)")
+                return nil
+            }
+            return .all
+        }
+        return ok ? .hooks(ids) : nil
+    }
+}

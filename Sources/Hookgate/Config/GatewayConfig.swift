@@ -1,0 +1,211 @@
+/// The whole configuration file, decoded and validated (see docs/configuration.md).
+///
+/// Build one with `GatewayConfig.parse(_:checkFiles:)` or `GatewayConfig.load(path:)`; both
+/// collect every problem of the file, each with its JSON path, before giving up.
+public struct GatewayConfig: Sendable, Equatable {
+    public var listen: ListenConfig
+    public var admin: AdminConfig
+    public var upstream: UpstreamConfig
+    public var audit: AuditConfig
+    public var limits: LimitsConfig
+    /// `nil`: no gateway-wide limit.
+    public var globalRateLimit: RateLimitConfig?
+    public var teams: [TeamConfig]
+    /// `config_version`: lower-case hex SHA-256 of the file's exact bytes.
+    public var version: String
+
+    public init(listen: ListenConfig = ListenConfig(), admin: AdminConfig = AdminConfig(),
+                upstream: UpstreamConfig, audit: AuditConfig, limits: LimitsConfig = LimitsConfig(),
+                globalRateLimit: RateLimitConfig? = nil, teams: [TeamConfig] = [], version: String) {
+        self.listen = listen
+        self.admin = admin
+        self.upstream = upstream
+        self.audit = audit
+        self.limits = limits
+        self.globalRateLimit = globalRateLimit
+        self.teams = teams
+        self.version = version
+    }
+}
+
+/// The main (caller-facing) listener.
+public struct ListenConfig: Sendable, Equatable {
+    public var address: String
+    /// 1...65535, or 0 to let the system pick a free port (tests read the bound port back).
+    public var port: Int
+    /// `nil`: plain HTTP.
+    public var tls: TLSFiles?
+
+    public init(address: String = "0.0.0.0", port: Int = 8080, tls: TLSFiles? = nil) {
+        self.address = address
+        self.port = port
+        self.tls = tls
+    }
+}
+
+/// PEM certificate chain and private key of the main listener.
+public struct TLSFiles: Sendable, Equatable {
+    public var certFile: String
+    public var keyFile: String
+
+    public init(certFile: String, keyFile: String) {
+        self.certFile = certFile
+        self.keyFile = keyFile
+    }
+}
+
+/// The admin listener (`/healthz`, `/readyz`, `/metrics`).
+public struct AdminConfig: Sendable, Equatable {
+    public var address: String
+    /// 1...65535, or 0 to let the system pick a free port.
+    public var port: Int
+
+    public init(address: String = "127.0.0.1", port: Int = 9090) {
+        self.address = address
+        self.port = port
+    }
+}
+
+/// Hookshot: where allowed calls go, and with which service token.
+public struct UpstreamConfig: Sendable, Equatable {
+    /// Normalised `https://host[:port]`: lower-case scheme and host, no trailing slash, the
+    /// port only when the file gave one. Requests go to `baseURL + target.path`.
+    public var baseURL: String
+    /// Host name or IP address (an IPv6 address without brackets); also the TLS SNI and
+    /// certificate name to verify (SNI is only sent for names, not for addresses).
+    public var host: String
+    /// From `base_url`; 443 when it names none.
+    public var port: Int
+    /// PEM CA bundle to verify Hookshot with; `nil`: the system trust store.
+    public var caFile: String?
+    public var connectTimeoutMs: Int
+    public var timeoutMs: Int
+    /// Size of the upstream connection pool (`max_connections`).
+    public var maxConnections: Int
+    public var serviceToken: ServiceTokenSource
+
+    public init(baseURL: String, host: String, port: Int, caFile: String? = nil,
+                connectTimeoutMs: Int = 2000, timeoutMs: Int = 10000, maxConnections: Int = 64,
+                serviceToken: ServiceTokenSource) {
+        self.baseURL = baseURL
+        self.host = host
+        self.port = port
+        self.caFile = caFile
+        self.connectTimeoutMs = connectTimeoutMs
+        self.timeoutMs = timeoutMs
+        self.maxConnections = maxConnections
+        self.serviceToken = serviceToken
+    }
+}
+
+/// Where the gateway finds the token it sends to Hookshot. Never the token itself.
+public enum ServiceTokenSource: Sendable, Equatable {
+    /// A static token in this environment variable.
+    case env(String)
+    /// A static token in this file (surrounding white space trimmed by the reader; re-read on reload).
+    case file(String)
+    /// Obtained by the gateway with an OAuth2 client-credentials grant.
+    case oauth2(OAuth2Config)
+}
+
+/// A secret that is read at run time, never kept in the configuration file.
+public enum SecretSource: Sendable, Equatable {
+    case env(String)
+    case file(String)
+}
+
+public struct OAuth2Config: Sendable, Equatable {
+    /// As written in the file (`https://...`).
+    public var tokenURL: String
+    /// `tokenURL`, parsed.
+    public var tokenEndpoint: HTTPSURL
+    public var clientID: String
+    public var clientSecret: SecretSource
+
+    public init(tokenURL: String, tokenEndpoint: HTTPSURL, clientID: String, clientSecret: SecretSource) {
+        self.tokenURL = tokenURL
+        self.tokenEndpoint = tokenEndpoint
+        self.clientID = clientID
+        self.clientSecret = clientSecret
+    }
+}
+
+public struct AuditConfig: Sendable, Equatable {
+    /// SQLite database file; created by the gateway if missing.
+    public var path: String
+    /// Cap on the upstream response body kept in each response record (0: keep none).
+    public var maxBodyBytes: Int
+    public var durability: Durability
+
+    public init(path: String, maxBodyBytes: Int = 65536, durability: Durability = .full) {
+        self.path = path
+        self.maxBodyBytes = maxBodyBytes
+        self.durability = durability
+    }
+}
+
+public enum Durability: String, Sendable, Equatable, CaseIterable {
+    /// fsync per (group) commit: survives a power cut.
+    case full
+    /// Survives a process crash, not a power cut.
+    case normal
+}
+
+/// Limits on callers' requests and connections on the main listener.
+public struct LimitsConfig: Sendable, Equatable {
+    public var maxHeaderBytes: Int
+    public var maxBodyBytes: Int
+    /// Deadline for receiving a whole request (headers and body), not an idle timer.
+    public var clientTimeoutMs: Int
+    public var maxConnections: Int
+
+    public init(maxHeaderBytes: Int = 8192, maxBodyBytes: Int = 16384,
+                clientTimeoutMs: Int = 15000, maxConnections: Int = 1024) {
+        self.maxHeaderBytes = maxHeaderBytes
+        self.maxBodyBytes = maxBodyBytes
+        self.clientTimeoutMs = clientTimeoutMs
+        self.maxConnections = maxConnections
+    }
+}
+
+/// A token bucket: `burst` is the bucket size, refilled at `requestsPerMinute`.
+public struct RateLimitConfig: Sendable, Equatable, Hashable {
+    public var requestsPerMinute: Int
+    public var burst: Int
+
+    public init(requestsPerMinute: Int, burst: Int) {
+        self.requestsPerMinute = requestsPerMinute
+        self.burst = burst
+    }
+}
+
+public struct TeamConfig: Sendable, Equatable {
+    public var name: String
+    /// Lower-case hex SHA-256 of each of the team's keys (several, for rotation).
+    public var keySHA256: [String]
+    public var allowHooks: AllowList
+    /// `nil`: no per-team limit (the global one still applies).
+    public var rateLimit: RateLimitConfig?
+
+    public init(name: String, keySHA256: [String], allowHooks: AllowList, rateLimit: RateLimitConfig? = nil) {
+        self.name = name
+        self.keySHA256 = keySHA256
+        self.allowHooks = allowHooks
+        self.rateLimit = rateLimit
+    }
+}
+
+/// Which hooks a team may redeliver. Default deny: an empty set allows nothing.
+public enum AllowList: Sendable, Equatable {
+    /// `["*"]`: every hook.
+    case all
+    /// Canonical (lower-case) hook UUIDs.
+    case hooks(Set<String>)
+
+    public func allows(hook canonicalID: String) -> Bool {
+        switch self {
+        case .all: return true
+        case .hooks(let ids): return ids.contains(canonicalID)
+        }
+    }
+}

@@ -1,0 +1,139 @@
+/// What `decide` needs to know about a caller's request: values only, no I/O.
+public struct RequestFacts: Sendable, Equatable {
+    public var method: String
+    /// The raw request-target of the request line.
+    public var target: String
+    /// Every `Authorization` field value, in order: empty when absent; two or more is
+    /// malformed (400).
+    public var authorization: [String]
+
+    public init(method: String, target: String, authorization: [String]) {
+        self.method = method
+        self.target = target
+        self.authorization = authorization
+    }
+
+    /// A request with at most one `Authorization` header (`nil`: none).
+    public init(method: String, target: String, authorization: String? = nil) {
+        self.init(method: method, target: target, authorization: authorization.map { [$0] } ?? [])
+    }
+}
+
+/// An allowed call: what to send upstream and what to add to the caller's response.
+public struct ForwardPlan: Sendable, Equatable {
+    public var team: String
+    public var target: RedeliverTarget
+    public var keyFingerprint: String
+    /// `RateLimit-Policy` / `RateLimit` for the forwarded response (may be empty).
+    public var rateLimitHeaders: [Refusal.Header]
+
+    public init(team: String, target: RedeliverTarget, keyFingerprint: String, rateLimitHeaders: [Refusal.Header]) {
+        self.team = team
+        self.target = target
+        self.keyFingerprint = keyFingerprint
+        self.rateLimitHeaders = rateLimitHeaders
+    }
+}
+
+/// The outcome of `decide`, with what was learnt about the caller so far (for the audit
+/// record and the log line, refusals included).
+public struct Verdict: Sendable, Equatable {
+    public var outcome: Result<ForwardPlan, Refusal>
+    /// The authenticated team; nil until the key matched one.
+    public var team: String?
+    /// Fingerprint of any well-formed bearer token presented, known or not.
+    public var keyFingerprint: String?
+    /// Canonical `hook_id` once the ids were parsed (also for a 400 on a query string).
+    public var hookID: String?
+    /// Canonical `request_id` (the event's), like `hookID`.
+    public var eventRequestID: String?
+
+    public init(outcome: Result<ForwardPlan, Refusal>, team: String? = nil, keyFingerprint: String? = nil,
+                hookID: String? = nil, eventRequestID: String? = nil) {
+        self.outcome = outcome
+        self.team = team
+        self.keyFingerprint = keyFingerprint
+        self.hookID = hookID
+        self.eventRequestID = eventRequestID
+    }
+
+    public var decision: DecisionWord {
+        switch outcome {
+        case .success: return .forwarded
+        case .failure(let refusal): return refusal.decision
+        }
+    }
+
+    public var plan: ForwardPlan? {
+        if case .success(let plan) = outcome { return plan }
+        return nil
+    }
+
+    public var refusal: Refusal? {
+        if case .failure(let refusal) = outcome { return refusal }
+        return nil
+    }
+}
+
+/// The gateway's decision for one request, in the contract's order of checks:
+/// route and method -> ids -> key -> allow-list -> rate limits. The first check that fails
+/// names the refusal; a refused call takes no rate-limit token. Pure but for `limiter`,
+/// which an allowed call draws from. `now` is a monotonic time in nanoseconds.
+public func decide(_ facts: RequestFacts, policy: Policy, limiter: inout RateLimiter, now: UInt64) -> Verdict {
+    let credentials = Credentials.parse(facts.authorization)
+    var keyHash: String?
+    var verdict = Verdict(outcome: .failure(.notFound()))
+    if case .bearer(let key) = credentials {
+        let hash = KeyDigest.sha256(key)
+        keyHash = hash
+        verdict.keyFingerprint = KeyDigest.fingerprint(sha256: hash)
+    }
+
+    // Route and method, then ids.
+    let target: RedeliverTarget
+    switch Route.match(method: facts.method, target: facts.target) {
+    case .success(let t):
+        target = t
+        verdict.hookID = t.hookID
+        verdict.eventRequestID = t.requestID
+    case .failure(let refusal):
+        // A 400 for a query string comes after the ids were found valid: keep them for the record.
+        if refusal.decision == .badRequest, let q = facts.target.firstIndex(of: "?"),
+           case .success(let t) = Route.match(method: facts.method, target: String(facts.target[..<q])) {
+            verdict.hookID = t.hookID
+            verdict.eventRequestID = t.requestID
+        }
+        verdict.outcome = .failure(refusal)
+        return verdict
+    }
+
+    // Key.
+    guard let keyHash else {
+        verdict.outcome = .failure(credentials == .absent
+            ? .unauthenticated("no key: send Authorization: Bearer <team key>")
+            : .badRequest("malformed Authorization header: send exactly one, as Bearer <team key>"))
+        return verdict
+    }
+    guard let team = policy.team(forKeySHA256: keyHash) else {
+        verdict.outcome = .failure(.unauthenticated("the key matches no team"))
+        return verdict
+    }
+    verdict.team = team.name
+
+    // Allow-list.
+    guard team.allowHooks.allows(hook: target.hookID) else {
+        verdict.outcome = .failure(.forbidden(team: team.name, hook: target.hookID))
+        return verdict
+    }
+
+    // Rate limits.
+    switch limiter.admit(team: team.name, now: now) {
+    case .failure(let refusal):
+        verdict.outcome = .failure(refusal)
+    case .success(let headers):
+        verdict.outcome = .success(ForwardPlan(team: team.name, target: target,
+                                               keyFingerprint: verdict.keyFingerprint ?? KeyDigest.fingerprint(sha256: keyHash),
+                                               rateLimitHeaders: headers))
+    }
+    return verdict
+}

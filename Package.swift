@@ -47,7 +47,9 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(
             name: "HookgateIntegrationTests",
-            dependencies: ["Hookgate"],
+            // Depends on the executable so that `swift test` builds it: these tests run the
+            // real `hookgate` binary (serve, simulate-upstream) over real sockets.
+            dependencies: ["Hookgate", "hookgate"],
             swiftSettings: swiftSettings),
     ]
 )

@@ -5,5 +5,5 @@ struct HookgateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hookgate",
         abstract: "The gateway in front of Hookshot's redeliver endpoint.",
-        subcommands: [SimulateUpstreamCommand.self])
+        subcommands: [ServeCommand.self, CheckConfigCommand.self, KeygenCommand.self, SimulateUpstreamCommand.self])
 }

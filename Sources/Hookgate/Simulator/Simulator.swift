@@ -59,7 +59,7 @@ public final class Simulator {
 
     /// Runs until SIGTERM or SIGINT.
     public func run(announce extra: [String: String] = [:]) {
-        signal(SIGPIPE, SIG_IGN)
+        ProcessSignals.prepare()
         for sig in [SIGTERM, SIGINT] {
             signals.append(SignalWatcher(loop: loop, signal: sig) { [unowned self] in
                 self.server?.close()

@@ -1,0 +1,109 @@
+/// Prometheus counters and histograms, kept on the loop thread (no locks) and rendered in
+/// the text exposition format by the admin listener.
+final class Metrics {
+    private var requests: [String: Int] = [:]          // labels text -> count
+    private var rateLimited: [String: Int] = [:]
+    private var upstreamFailures: [String: Int] = [:]
+    private var reloads: [String: Int] = ["ok": 0, "error": 0]
+    private var upstreamLatency = Histogram(bounds: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
+
+    func countRequest(team: String?, decision: DecisionWord, status: Int) {
+        let key = "team=\(Metrics.quote(team ?? "")),decision=\(Metrics.quote(decision.rawValue)),status=\"\(status)\""
+        requests[key, default: 0] += 1
+    }
+
+    func countRateLimited(team: String?, scope: String) {
+        rateLimited["team=\(Metrics.quote(team ?? "")),scope=\(Metrics.quote(scope))", default: 0] += 1
+    }
+
+    func observeUpstream(seconds: Double, status: Int) {
+        upstreamLatency.observe(seconds)
+    }
+
+    func observeUpstreamFailure(_ failure: UpstreamFailure) {
+        let reason: String
+        switch failure {
+        case .unresolved: reason = "unresolved"
+        case .connect: reason = "connect"
+        case .tls: reason = "tls"
+        case .connectTimeout: reason = "connect_timeout"
+        case .timeout: reason = "timeout"
+        case .closed: reason = "closed"
+        case .invalid: reason = "invalid_response"
+        case .noConnection: reason = "no_connection"
+        }
+        upstreamFailures["reason=\(Metrics.quote(reason))", default: 0] += 1
+    }
+
+    func countReload(ok: Bool) { reloads[ok ? "ok" : "error", default: 0] += 1 }
+
+    func render(gateway: Gateway) -> String {
+        var out = ""
+        family(&out, "hookgate_requests_total", "counter", "Caller requests by team, decision and status.", requests)
+        family(&out, "hookgate_rate_limited_total", "counter", "Requests refused by a rate limit, by team and scope.", rateLimited)
+        family(&out, "hookgate_upstream_failures_total", "counter", "Upstream calls that produced no response, by reason.", upstreamFailures)
+        out += "# HELP hookgate_upstream_duration_seconds Time from sending a call upstream to its full response.\n"
+        out += "# TYPE hookgate_upstream_duration_seconds histogram\n"
+        upstreamLatency.render(name: "hookgate_upstream_duration_seconds", into: &out)
+        family(&out, "hookgate_config_reloads_total", "counter", "Configuration reloads by result.",
+               Dictionary(uniqueKeysWithValues: reloads.map { ("result=\(Metrics.quote($0.key))", $0.value) }))
+        gauge(&out, "hookgate_upstream_connections", "Open upstream connections.", gateway.pool.openConnections)
+        out += "# HELP hookgate_upstream_connections_opened_total Upstream connections opened (TLS handshakes).\n"
+        out += "# TYPE hookgate_upstream_connections_opened_total counter\n"
+        out += "hookgate_upstream_connections_opened_total \(gateway.pool.connectionsOpened)\n"
+        gauge(&out, "hookgate_upstream_idle_connections", "Idle upstream connections.", gateway.pool.idleConnections)
+        gauge(&out, "hookgate_upstream_queued_calls", "Calls waiting for an upstream connection.", gateway.pool.queuedCalls)
+        gauge(&out, "hookgate_in_flight_calls", "Calls sent upstream and not yet answered.", gateway.inFlightCalls)
+        gauge(&out, "hookgate_draining", "1 while the gateway drains after SIGTERM.", gateway.draining ? 1 : 0)
+        out += "# HELP hookgate_config_info The configuration in force (version: SHA-256 of the file).\n# TYPE hookgate_config_info gauge\n"
+        out += "hookgate_config_info{version=\(Metrics.quote(gateway.config.version))} 1\n"
+        out += "# HELP hookgate_build_info Build information.\n# TYPE hookgate_build_info gauge\n"
+        out += "hookgate_build_info{version=\(Metrics.quote(BuildInfo.version))} 1\n"
+        return out
+    }
+
+    private func family(_ out: inout String, _ name: String, _ type: String, _ help: String, _ values: [String: Int]) {
+        out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        for key in values.keys.sorted() { out += "\(name){\(key)} \(values[key]!)\n" }
+    }
+
+    private func gauge(_ out: inout String, _ name: String, _ help: String, _ value: Int) {
+        out += "# HELP \(name) \(help)\n# TYPE \(name) gauge\n\(name) \(value)\n"
+    }
+
+    static func quote(_ value: String) -> String {
+        var s = "\""
+        for c in value {
+            switch c {
+            case "\\": s += "\\\\"
+            case "\"": s += "\\\""
+            case "\n": s += "\\n"
+            default: s.append(c)
+            }
+        }
+        return s + "\""
+    }
+}
+
+struct Histogram {
+    let bounds: [Double]
+    private var counts: [Int]
+    private var sum = 0.0
+    private var total = 0
+
+    init(bounds: [Double]) {
+        self.bounds = bounds
+        counts = Array(repeating: 0, count: bounds.count)
+    }
+
+    mutating func observe(_ value: Double) {
+        for (i, b) in bounds.enumerated() where value <= b { counts[i] += 1 }
+        sum += value
+        total += 1
+    }
+
+    func render(name: String, into out: inout String) {
+        for (i, b) in bounds.enumerated() { out += "\(name)_bucket{le=\"\(b)\"} \(counts[i])\n" }
+        out += "\(name)_bucket{le=\"+Inf\"} \(total)\n\(name)_sum \(sum)\n\(name)_count \(total)\n"
+    }
+}

@@ -1,0 +1,409 @@
+import Foundation
+import Logging
+
+/// A value handed between threads on the promise that only the loop thread touches it
+/// (the checker cannot see that promise; keep every use on the loop).
+struct LoopBound<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// One caller request on its way through the gateway (loop thread only).
+final class Exchange {
+    let request: IncomingRequest
+    let id: String
+    let receivedAt: Date
+    let started: UInt64
+    let method: String
+    let target: String
+    let clientAddress: String
+    let clientRequestID: String?
+    let userAgent: String?
+    var verdict = Verdict(outcome: .failure(.notFound()))
+    var upstreamStatus: Int?
+    var upstreamMs: Double?
+
+    init(request: IncomingRequest, id: String) {
+        self.request = request
+        self.id = id
+        self.receivedAt = Date()
+        self.started = EventLoop.monotonicNanos()
+        self.method = request.method
+        self.target = request.target
+        self.clientAddress = request.peerAddress
+        self.clientRequestID = request.headerValues("X-Request-Id").first.map { String($0.prefix(200)) }
+        self.userAgent = request.headerValues("User-Agent").first.map { String($0.prefix(512)) }
+    }
+}
+
+/// The gateway: the caller listener, the admin listener, policy, the upstream pool.
+/// Everything here runs on the loop thread; start-up and config reads happen off it.
+public final class Gateway {
+    let loop: EventLoop
+    private(set) var config: GatewayConfig
+    private(set) var policy: Policy
+    private var limiter: RateLimiter
+    private var serviceToken: String
+    let pool: UpstreamPool
+    private var server: HTTPServer?
+    private var admin: HTTPServer?
+    private var signals: [SignalWatcher] = []
+    private var drainTimer: LoopTimer?
+    private let configPath: String
+    let logger: Logger
+    let metrics = Metrics()
+    private(set) var draining = false
+    private var inFlight = 0
+
+    /// Drain: how long SIGTERM waits for calls in flight before exiting anyway.
+    static let drainTimeoutMs = 30_000
+
+    init(configPath: String, config: GatewayConfig, serviceToken: String, logger: Logger) throws {
+        self.configPath = configPath
+        self.config = config
+        self.policy = Policy(config: config)
+        self.limiter = RateLimiter(policy: policy)
+        self.serviceToken = serviceToken
+        self.logger = logger
+        self.loop = EventLoop()
+        let tls = try TLSClientContext(caFile: config.upstream.caFile)
+        let up = config.upstream
+        pool = UpstreamPool(loop: loop, tls: tls, options: UpstreamOptions(
+            host: up.host, port: up.port, connectTimeoutMs: up.connectTimeoutMs, timeoutMs: up.timeoutMs,
+            maxConnections: up.maxConnections))
+    }
+
+    /// `hookgate serve`: runs until SIGTERM/SIGINT has drained the gateway. Returns the exit code.
+    public static func serve(configPath: String) -> Int32 {
+        ProcessSignals.prepare()
+        let logger = Logger(label: "hookgate")
+        let config: GatewayConfig
+        do {
+            config = try GatewayConfig.load(path: configPath)
+        } catch {
+            for problem in error.problems {
+                logger.error("invalid configuration", metadata: ["config.path": "\(problem.path)", "problem": "\(problem.message)"])
+            }
+            LineWriter.stderr.flush()
+            return 1
+        }
+        let gateway: Gateway
+        do {
+            let token = try ServiceTokenLoader.load(config.upstream.serviceToken)
+            gateway = try Gateway(configPath: configPath, config: config, serviceToken: token, logger: logger)
+            try gateway.start()
+        } catch {
+            logger.error("cannot start", metadata: ["error": "\(error)"])
+            LineWriter.stderr.flush()
+            return 1
+        }
+        gateway.loop.run()
+        gateway.logger.info("stopped", metadata: ["in_flight": "\(gateway.inFlight)"])
+        LineWriter.stderr.flush()
+        return 0
+    }
+
+    func start() throws {
+        let resolver = Resolver(loop: loop, host: config.upstream.host, port: config.upstream.port, pool: LoopBound(pool), logger: logger)
+        resolver.start(waitFirstMs: 2000)
+        let listenTLS = try config.listen.tls.map { try TLSServerContext(certFile: $0.certFile, keyFile: $0.keyFile) }
+        server = try HTTPServer(loop: loop, address: config.listen.address, port: config.listen.port, tls: listenTLS,
+                                backstopHeaderBytes: max(64 * 1024, config.limits.maxHeaderBytes * 2),
+                                backstopBodyBytes: max(1 << 20, config.limits.maxBodyBytes * 4)) { [unowned self] req in
+            self.handle(req)
+        }
+        admin = try HTTPServer(loop: loop, address: config.admin.address, port: config.admin.port, tls: nil) { [unowned self] req in
+            self.handleAdmin(req)
+        }
+        signals = [
+            SignalWatcher(loop: loop, signal: SIGTERM) { [unowned self] in self.beginDrain(signal: "SIGTERM") },
+            SignalWatcher(loop: loop, signal: SIGINT) { [unowned self] in self.beginDrain(signal: "SIGINT") },
+            SignalWatcher(loop: loop, signal: SIGHUP) { [unowned self] in self.reload() },
+        ]
+        logger.info("listening", metadata: [
+            "listen.address": "\(config.listen.address)", "listen.port": .stringConvertible(server?.boundPort ?? 0),
+            "listen.tls": "\(config.listen.tls != nil)",
+            "admin.address": "\(config.admin.address)", "admin.port": .stringConvertible(admin?.boundPort ?? 0),
+            "upstream": "\(config.upstream.baseURL)", "config.version": "\(config.version)",
+            "teams": .stringConvertible(config.teams.count), "version": "\(BuildInfo.version)",
+        ])
+    }
+
+    // MARK: - Caller requests
+
+    private func handle(_ req: IncomingRequest) {
+        let exchange = Exchange(request: req, id: RequestID.make())
+        if draining {
+            finish(exchange, refusal: .draining())
+            return
+        }
+        if req.headBytes > config.limits.maxHeaderBytes {
+            finish(exchange, refusal: Refusal(.tooLarge, status: 431, title: "Request Header Fields Too Large",
+                                              detail: "request headers exceed \(config.limits.maxHeaderBytes) bytes"))
+            return
+        }
+        if req.bodyLength > config.limits.maxBodyBytes {
+            finish(exchange, refusal: Refusal(.tooLarge, status: 413, title: "Content Too Large",
+                                              detail: "request body exceeds \(config.limits.maxBodyBytes) bytes"))
+            return
+        }
+        let facts = RequestFacts(method: exchange.method, target: exchange.target,
+                                 authorization: req.headerValues("Authorization"))
+        exchange.verdict = decide(facts, policy: policy, limiter: &limiter, now: EventLoop.monotonicNanos())
+        switch exchange.verdict.outcome {
+        case .failure(let refusal):
+            finish(exchange, refusal: refusal)
+        case .success(let plan):
+            forward(exchange, plan)
+        }
+    }
+
+    private func forward(_ exchange: Exchange, _ plan: ForwardPlan) {
+        inFlight += 1
+        let call = UpstreamCall(path: plan.target.path, serviceToken: serviceToken, requestID: exchange.id,
+                                options: pool.options)
+        let sentAt = EventLoop.monotonicNanos()
+        pool.send(call) { [unowned self] result in
+            self.inFlight -= 1
+            let ms = Double(EventLoop.monotonicNanos() - sentAt) / 1_000_000
+            exchange.upstreamMs = ms
+            switch result {
+            case .success(let response):
+                exchange.upstreamStatus = response.status
+                self.metrics.observeUpstream(seconds: ms / 1000, status: response.status)
+                if response.status == 401 {
+                    self.finish(exchange, refusal: .upstreamError(
+                        "Hookshot refused the gateway's service token (upstream 401); the caller's key is not at fault"))
+                } else {
+                    self.relay(exchange, response, plan)
+                }
+            case .failure(let failure):
+                self.metrics.observeUpstreamFailure(failure)
+                self.finish(exchange, refusal: failure.refusal)
+            }
+            self.drainProgress()
+        }
+    }
+
+    /// Hookshot's answer, unchanged: status, body and Content-Type.
+    private func relay(_ exchange: Exchange, _ response: UpstreamResponse, _ plan: ForwardPlan) {
+        var headers: [(String, String)] = [("X-Request-Id", exchange.id)]
+        if let type = response.header("Content-Type") { headers.append(("Content-Type", type)) }
+        for h in plan.rateLimitHeaders { headers.append((h.name, h.value)) }
+        exchange.request.respond(status: response.status, reason: response.reason.isEmpty ? nil : response.reason,
+                                 headers: headers, body: response.body)
+        complete(exchange, status: response.status, decision: .forwarded)
+    }
+
+    private func finish(_ exchange: Exchange, refusal: Refusal) {
+        if refusal.decision == .rateLimited {
+            let scope = refusal.headers.contains { $0.name == "RateLimit" && $0.value.hasPrefix("\"global\"") } ? "global" : "team"
+            metrics.countRateLimited(team: exchange.verdict.team, scope: scope)
+        }
+        var headers: [(String, String)] = [("Content-Type", ProblemRenderer.contentType), ("X-Request-Id", exchange.id)]
+        for h in refusal.headers { headers.append((h.name, h.value)) }
+        exchange.request.respond(status: refusal.status, headers: headers,
+                                 body: ProblemRenderer.body(refusal, requestID: exchange.id))
+        complete(exchange, status: refusal.status, decision: refusal.decision, detail: refusal.detail)
+    }
+
+    private func complete(_ exchange: Exchange, status: Int, decision: DecisionWord, detail: String? = nil) {
+        let totalMs = Double(EventLoop.monotonicNanos() - exchange.started) / 1_000_000
+        metrics.countRequest(team: exchange.verdict.team, decision: decision, status: status)
+        var meta: Logger.Metadata = [
+            "request.id": "\(exchange.id)",
+            "client.addr": "\(exchange.clientAddress)",
+            "method": "\(exchange.method)",
+            "path": "\(exchange.verdict.plan?.target.path ?? String(exchange.target.prefix(256)))",
+            "decision": "\(decision.rawValue)",
+            "status": .stringConvertible(status),
+            "duration_ms": .stringConvertible(Self.rounded(totalMs)),
+        ]
+        if let team = exchange.verdict.team { meta["team"] = "\(team)" }
+        if let fp = exchange.verdict.keyFingerprint { meta["key.fingerprint"] = "\(fp)" }
+        if let hook = exchange.verdict.hookID { meta["hook"] = "\(hook)" }
+        if let up = exchange.upstreamStatus { meta["upstream.status"] = .stringConvertible(up) }
+        if let ms = exchange.upstreamMs { meta["upstream.ms"] = .stringConvertible(Self.rounded(ms)) }
+        if let detail, decision != .forwarded { meta["detail"] = "\(detail)" }
+        if let crid = exchange.clientRequestID { meta["client.request_id"] = "\(crid)" }
+        logger.info("request", metadata: meta)
+    }
+
+    private static func rounded(_ ms: Double) -> Double { (ms * 1000).rounded() / 1000 }
+
+    // MARK: - Admin listener
+
+    private func handleAdmin(_ req: IncomingRequest) {
+        let path = String(req.target.prefix { $0 != "?" })
+        guard req.method == "GET" || req.method == "HEAD" else {
+            req.respond(status: 405, headers: [("Allow", "GET"), ("Content-Type", "text/plain; charset=utf-8")],
+                        body: Array("method not allowed\n".utf8))
+            return
+        }
+        switch path {
+        case "/healthz":
+            req.respond(status: 200, headers: [("Content-Type", "application/json")], body: Array(#"{"status":"ok"}"#.utf8))
+        case "/readyz":
+            let reasons = notReadyReasons()
+            let body = reasons.isEmpty
+                ? #"{"status":"ready"}"#
+                : "{\"status\":\"not_ready\",\"reasons\":[\(reasons.map(JSON.string).joined(separator: ","))]}"
+            req.respond(status: reasons.isEmpty ? 200 : 503, headers: [("Content-Type", "application/json")],
+                        body: Array(body.utf8))
+        case "/metrics":
+            let text = metrics.render(gateway: self)
+            req.respond(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
+                        body: Array(text.utf8))
+        default:
+            req.respond(status: 404, headers: [("Content-Type", "text/plain; charset=utf-8")], body: Array("not found\n".utf8))
+        }
+    }
+
+    func notReadyReasons() -> [String] {
+        var reasons: [String] = []
+        if draining { reasons.append("draining") }
+        if serviceToken.isEmpty { reasons.append("no upstream service token") }
+        return reasons
+    }
+
+    var inFlightCalls: Int { inFlight }
+
+    // MARK: - Signals
+
+    private func beginDrain(signal: String) {
+        guard !draining else { return }
+        draining = true
+        logger.info("draining", metadata: ["signal": "\(signal)", "in_flight": .stringConvertible(inFlight)])
+        server?.stopAccepting()
+        drainTimer = loop.timer(after: Self.drainTimeoutMs) { [unowned self] in
+            self.logger.warning("drain timeout: exiting with calls in flight", metadata: ["in_flight": .stringConvertible(self.inFlight)])
+            self.shutdown()
+        }
+        drainProgress()
+    }
+
+    private func drainProgress() {
+        guard draining, inFlight == 0 else { return }
+        shutdown()
+    }
+
+    private func shutdown() {
+        drainTimer?.cancel()
+        // Let the last replies leave before the listeners go: close on the next iteration.
+        loop.execute { [bound = LoopBound(self)] in
+            let gateway = bound.value
+            gateway.server?.close()
+            gateway.admin?.close()
+            gateway.pool.closeIdle()
+            gateway.signals.forEach { $0.cancel() }
+            gateway.loop.stop()
+        }
+    }
+
+    /// SIGHUP: read and validate the file off the loop, then swap the policy on it.
+    private func reload() {
+        let path = configPath
+        let bound = LoopBound(self)
+        Thread.detachNewThread {
+            let result: Result<(GatewayConfig, String?), ConfigError>
+            do throws(ConfigError) {
+                let config = try GatewayConfig.load(path: path)
+                var token: String? = nil
+                if case .file = config.upstream.serviceToken {
+                    token = try? ServiceTokenLoader.load(config.upstream.serviceToken)
+                }
+                result = .success((config, token))
+            } catch {
+                result = .failure(error)
+            }
+            let outcome = LoopBound(result)
+            bound.value.loop.execute { bound.value.applyReload(outcome.value) }
+        }
+    }
+
+    private func applyReload(_ result: Result<(GatewayConfig, String?), ConfigError>) {
+        switch result {
+        case .failure(let error):
+            metrics.countReload(ok: false)
+            for problem in error.problems {
+                logger.error("reload rejected: invalid configuration, the old one stays in force",
+                             metadata: ["config.path": "\(problem.path)", "problem": "\(problem.message)"])
+            }
+        case .success(let (newConfig, token)):
+            var restart: [String] = []
+            if newConfig.listen != config.listen { restart.append("listen") }
+            if newConfig.admin != config.admin { restart.append("admin") }
+            if newConfig.audit.path != config.audit.path { restart.append("audit.path") }
+            if newConfig.upstream.baseURL != config.upstream.baseURL || newConfig.upstream.caFile != config.upstream.caFile
+                || newConfig.upstream.maxConnections != config.upstream.maxConnections
+                || newConfig.upstream.connectTimeoutMs != config.upstream.connectTimeoutMs
+                || newConfig.upstream.timeoutMs != config.upstream.timeoutMs {
+                restart.append("upstream")
+            }
+            let newPolicy = Policy(config: newConfig)
+            limiter = limiter.reconfigured(for: newPolicy)
+            policy = newPolicy
+            var kept = newConfig
+            // Parts that need a restart keep their running values.
+            kept.listen = config.listen
+            kept.admin = config.admin
+            kept.audit.path = config.audit.path
+            kept.upstream = config.upstream
+            config = kept
+            if let token { serviceToken = token }
+            metrics.countReload(ok: true)
+            var meta: Logger.Metadata = ["config.version": "\(newConfig.version)", "teams": .stringConvertible(newConfig.teams.count)]
+            if !restart.isEmpty { meta["needs_restart"] = "\(restart.joined(separator: ","))" }
+            logger.info("configuration reloaded", metadata: meta)
+        }
+    }
+}
+
+/// Resolves the upstream host off the loop: once at start (waiting briefly so the first
+/// calls find an address), then every 30 s, handing each result to the pool on the loop.
+final class Resolver: @unchecked Sendable {
+    private let loop: EventLoop
+    private let host: String
+    private let port: Int
+    private let pool: LoopBound<UpstreamPool>
+    private let logger: Logger
+    static let intervalSeconds: UInt32 = 30
+
+    init(loop: EventLoop, host: String, port: Int, pool: LoopBound<UpstreamPool>, logger: Logger) {
+        self.loop = loop
+        self.host = host
+        self.port = port
+        self.pool = pool
+        self.logger = logger
+    }
+
+    func start(waitFirstMs: Int) {
+        let first = DispatchSemaphore(value: 0)
+        let thread = Thread { [self] in
+            var signalled = false
+            var lastError: String? = nil
+            while true {
+                let result = SocketAddress.resolve(host: host, port: port)
+                let bound = LoopBound(result)
+                let pool = self.pool
+                loop.execute {
+                    switch bound.value {
+                    case .success(let list): pool.value.setAddresses(list, error: nil)
+                    case .failure(let error): pool.value.setAddresses([], error: error.message)
+                    }
+                }
+                if case .failure(let error) = result, error.message != lastError {
+                    logger.warning("upstream address not resolved", metadata: ["error": "\(error.message)"])
+                    lastError = error.message
+                } else if case .success = result {
+                    lastError = nil
+                }
+                if !signalled { signalled = true; first.signal() }
+                sleep(Resolver.intervalSeconds)
+            }
+        }
+        thread.name = "hookgate-resolver"
+        thread.start()
+        _ = first.wait(timeout: .now() + .milliseconds(waitFirstMs))
+    }
+}

@@ -1,0 +1,14 @@
+import Foundation
+
+enum ProcessSignals {
+    /// Ignores SIGPIPE (a peer that resets mid-write must not kill the process) and unblocks
+    /// the signals the loop watches: a parent may have spawned us with them blocked, and a
+    /// blocked SIGTERM would never reach libevent's handler.
+    static func prepare() {
+        signal(SIGPIPE, SIG_IGN)
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, sig) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+}

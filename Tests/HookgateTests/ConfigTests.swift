@@ -47,6 +47,8 @@ private let validTeam = #""name": "claims", "key_sha256": ["\#(hashA)"], "allow_
         #expect(config.limits == LimitsConfig(maxHeaderBytes: 8192, maxBodyBytes: 16384, clientTimeoutMs: 15000, maxConnections: 1024))
         #expect(config.globalRateLimit == nil)
         #expect(config.teams.isEmpty)
+        #expect(config.summary == "config ok: version \(config.version.prefix(12)), listen http://0.0.0.0:8080, admin 127.0.0.1:9090, "
+                + "upstream https://hookshot.example.com, 0 teams, global rate limit none")
     }
 
     @Test func versionIsTheSHA256OfTheExactBytes() throws {
@@ -133,6 +135,8 @@ private let validTeam = #""name": "claims", "key_sha256": ["\#(hashA)"], "allow_
     @Test func rejectsFractionalIntegers() throws {
         #expect(problems(minimal(extra: #""limits": {"max_body_bytes": 1.5}"#)) == ["limits.max_body_bytes: must be a whole number"])
         #expect(try parsed(minimal(extra: #""limits": {"max_body_bytes": 2048.0}"#)).limits.maxBodyBytes == 2048)
+        #expect(problems(minimal(extra: #""listen": {"port": 1e20}"#)) == ["listen.port: must be at most 65535"])
+        #expect(problems(minimal(extra: #""listen": {"port": 99999999999999999999999}"#)) == ["listen.port: must be at most 65535"])
     }
 
     @Test func reportsInvalidJSON() {

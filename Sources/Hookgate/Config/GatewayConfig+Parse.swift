@@ -190,6 +190,10 @@ final class ConfigValidator {
         let n: Int
         switch value {
         case .integer(let i): n = i
+        case .fraction(let d) where d.isFinite && d.rounded() == d:
+            // Integral but beyond exact integer range.
+            report(path, d < 0 ? "must be at least \(range.lowerBound)" : "must be at most \(range.upperBound)")
+            return nil
         case .fraction: report(path, "must be a whole number"); return nil
         default: report(path, "must be a number, not \(value.kind)"); return nil
         }

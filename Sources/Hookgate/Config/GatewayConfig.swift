@@ -209,3 +209,15 @@ public enum AllowList: Sendable, Equatable {
         }
     }
 }
+
+extension GatewayConfig {
+    /// One line for `hookgate check-config` and the start-up log; names no secret.
+    public var summary: String {
+        let scheme = listen.tls == nil ? "http" : "https"
+        let limit = globalRateLimit.map { "\($0.requestsPerMinute)/min burst \($0.burst)" } ?? "none"
+        let teamWord = teams.count == 1 ? "team" : "teams"
+        return "config ok: version \(version.prefix(12)), listen \(scheme)://\(listen.address):\(listen.port), "
+            + "admin \(admin.address):\(admin.port), upstream \(upstream.baseURL), \(teams.count) \(teamWord), "
+            + "global rate limit \(limit)"
+    }
+}

@@ -32,8 +32,7 @@ struct CheckConfigCommand: ParsableCommand {
     func run() throws {
         do {
             let parsed = try GatewayConfig.load(path: config)
-            let teams = parsed.teams.count
-            print("\(config): OK (\(teams) team\(teams == 1 ? "" : "s"), upstream \(parsed.upstream.baseURL), version \(parsed.version))")
+            print("\(config): \(parsed.summary)")
         } catch {
             let problems = error.problems
             FileHandle.standardError.write(Data((problems.map { "\($0)\n" }.joined()).utf8))

@@ -147,7 +147,9 @@ final class UpstreamPool {
         queue.append(queued)
     }
 
-    private func openConnection(for call: UpstreamCall, completion: @escaping UpstreamCompletion) {
+    /// Opens a connection for `call`. A TCP connect failure (nothing sent yet) moves on to
+    /// the next resolved address, each tried once; nothing else is ever retried.
+    private func openConnection(for call: UpstreamCall, completion: @escaping UpstreamCompletion, attempt: Int = 0) {
         let address = addresses[nextAddress % addresses.count]
         nextAddress &+= 1
         let ssl: OpaquePointer
@@ -160,7 +162,14 @@ final class UpstreamPool {
         let connection = UpstreamConnection(pool: self, ssl: ssl)
         connections[ObjectIdentifier(connection)] = connection
         connectionsOpened += 1
-        connection.connect(to: address, call: call, completion: completion)
+        let candidates = addresses.count
+        connection.connect(to: address, call: call) { [weak self] result in
+            if case .failure(.connect) = result, attempt + 1 < candidates, let self, !self.addresses.isEmpty {
+                self.openConnection(for: call, completion: completion, attempt: attempt + 1)
+                return
+            }
+            completion(result)
+        }
     }
 
     /// A connection finished its call and may be reused.

@@ -40,6 +40,11 @@ final class HTTPServer {
         evhttp_set_gencb(http, { req, arg in
             guard let req, let arg else { return }
             let server = Unmanaged<HTTPServer>.fromOpaque(arg).takeUnretainedValue()
+            // A TLS reply leaves as one record per buffer chunk (head, body): without
+            // TCP_NODELAY, Nagle holds the second until the peer's delayed ACK (~40 ms).
+            if let conn = evhttp_request_get_connection(req), let bev = evhttp_connection_get_bufferevent(conn) {
+                TCPOptions.setNoDelay(bufferevent_getfd(bev))
+            }
             server.handler(IncomingRequest(req))
         }, me)
         if tls != nil {
@@ -227,5 +232,13 @@ enum HTTPStatus {
         case 504: return "Gateway Timeout"
         default: return "Status \(status)"
         }
+    }
+}
+
+enum TCPOptions {
+    static func setNoDelay(_ fd: Int32) {
+        guard fd >= 0 else { return }
+        var one: Int32 = 1
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 }

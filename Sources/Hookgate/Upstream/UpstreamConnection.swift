@@ -62,7 +62,9 @@ final class UpstreamConnection {
         let rc = address.withSockAddr { sa, len in bufferevent_socket_connect(bev, sa, len) }
         if rc != 0 {
             fail(.connect("\(address): \(String(cString: strerror(errno)))"))
+            return
         }
+        TCPOptions.setNoDelay(bufferevent_getfd(bev))
     }
 
     /// Sends `call` on this (connected) connection.

@@ -35,6 +35,9 @@ final class Metrics {
         upstreamFailures["reason=\(Metrics.quote(reason))", default: 0] += 1
     }
 
+    private var auditRefusals = 0
+    func countAuditRefusal() { auditRefusals += 1 }
+
     func countReload(ok: Bool) { reloads[ok ? "ok" : "error", default: 0] += 1 }
 
     func render(gateway: Gateway) -> String {
@@ -47,6 +50,18 @@ final class Metrics {
         upstreamLatency.render(name: "hookgate_upstream_duration_seconds", into: &out)
         family(&out, "hookgate_config_reloads_total", "counter", "Configuration reloads by result.",
                Dictionary(uniqueKeysWithValues: reloads.map { ("result=\(Metrics.quote($0.key))", $0.value) }))
+        let audit = gateway.audit.currentStatus
+        out += "# HELP hookgate_audit_commit_duration_seconds Time to commit one group of audit records.\n"
+        out += "# TYPE hookgate_audit_commit_duration_seconds histogram\n"
+        audit.commitLatency.render(name: "hookgate_audit_commit_duration_seconds", into: &out)
+        out += "# HELP hookgate_audit_records_total Audit records committed.\n# TYPE hookgate_audit_records_total counter\n"
+        out += "hookgate_audit_records_total \(audit.records)\n"
+        out += "# HELP hookgate_audit_write_failures_total Audit commits that failed (their calls got 503).\n"
+        out += "# TYPE hookgate_audit_write_failures_total counter\nhookgate_audit_write_failures_total \(audit.failures)\n"
+        out += "# HELP hookgate_audit_refusals_total Calls answered 503 because they could not be recorded.\n"
+        out += "# TYPE hookgate_audit_refusals_total counter\nhookgate_audit_refusals_total \(auditRefusals)\n"
+        gauge(&out, "hookgate_audit_queue_depth", "Audit records waiting for the writer.", audit.queueDepth)
+        gauge(&out, "hookgate_audit_healthy", "1 when the last audit commit succeeded.", audit.healthy ? 1 : 0)
         gauge(&out, "hookgate_upstream_connections", "Open upstream connections.", gateway.pool.openConnections)
         out += "# HELP hookgate_upstream_connections_opened_total Upstream connections opened (TLS handshakes).\n"
         out += "# TYPE hookgate_upstream_connections_opened_total counter\n"

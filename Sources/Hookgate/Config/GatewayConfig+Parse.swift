@@ -61,6 +61,8 @@ enum ConfigBounds {
     static let upstreamTimeoutMs = 1...600_000
     static let upstreamMaxConnections = 1...4096
     static let auditMaxBodyBytes = 0...16_777_216
+    static let auditMaxQueue = 1...1_000_000
+    static let auditBusyTimeoutMs = 0...60_000
     static let maxHeaderBytes = 1024...1_048_576
     static let maxBodyBytes = 1...67_108_864
     static let clientTimeoutMs = 1...600_000
@@ -288,8 +290,11 @@ final class ConfigValidator {
         } else {
             durability = nil
         }
-        guard let path, let maxBody, let durability else { return nil }
-        return AuditConfig(path: path, maxBodyBytes: maxBody, durability: durability)
+        let maxQueue = integer(&o, "max_queue", default: 10_000, range: ConfigBounds.auditMaxQueue)
+        let busyTimeout = integer(&o, "busy_timeout_ms", default: 1000, range: ConfigBounds.auditBusyTimeoutMs)
+        guard let path, let maxBody, let durability, let maxQueue, let busyTimeout else { return nil }
+        return AuditConfig(path: path, maxBodyBytes: maxBody, durability: durability, maxQueue: maxQueue,
+                           busyTimeoutMs: busyTimeout)
     }
 
     private func limitsConfig(_ o: inout ObjectReader) -> LimitsConfig? {

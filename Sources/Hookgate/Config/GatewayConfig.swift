@@ -136,11 +136,18 @@ public struct AuditConfig: Sendable, Equatable {
     /// Cap on the upstream response body kept in each response record (0: keep none).
     public var maxBodyBytes: Int
     public var durability: Durability
+    /// Records waiting for the writer; past it, callers get 503 at once (bounded memory).
+    public var maxQueue: Int
+    /// How long a commit waits for a lock held by another connection before failing (503).
+    public var busyTimeoutMs: Int
 
-    public init(path: String, maxBodyBytes: Int = 65536, durability: Durability = .full) {
+    public init(path: String, maxBodyBytes: Int = 65536, durability: Durability = .full,
+                maxQueue: Int = 10_000, busyTimeoutMs: Int = 1000) {
         self.path = path
         self.maxBodyBytes = maxBodyBytes
         self.durability = durability
+        self.maxQueue = maxQueue
+        self.busyTimeoutMs = busyTimeoutMs
     }
 }
 

@@ -22,6 +22,8 @@ final class Exchange {
     var verdict = Verdict(outcome: .failure(.notFound()))
     var upstreamStatus: Int?
     var upstreamMs: Double?
+    var forwarded = false
+    var configVersion: String?
 
     init(request: IncomingRequest, id: String) {
         self.request = request
@@ -45,6 +47,7 @@ public final class Gateway {
     private var limiter: RateLimiter
     private var serviceToken: String
     let pool: UpstreamPool
+    let audit: AuditWriter
     private var server: HTTPServer?
     private var admin: HTTPServer?
     private var signals: [SignalWatcher] = []
@@ -71,6 +74,9 @@ public final class Gateway {
         pool = UpstreamPool(loop: loop, tls: tls, options: UpstreamOptions(
             host: up.host, port: up.port, connectTimeoutMs: up.connectTimeoutMs, timeoutMs: up.timeoutMs,
             maxConnections: up.maxConnections))
+        audit = try AuditWriter(loop: loop, config: config.audit) { [logger] why in
+            logger.error("audit write failed: calls are refused with 503 until it recovers", metadata: ["error": "\(why)"])
+        }
     }
 
     /// `hookgate serve`: runs until SIGTERM/SIGINT has drained the gateway. Returns the exit code.
@@ -98,7 +104,8 @@ public final class Gateway {
             return 1
         }
         gateway.loop.run()
-        gateway.logger.info("stopped", metadata: ["in_flight": "\(gateway.inFlight)"])
+        gateway.audit.flushAndStop()
+        gateway.logger.info("stopped", metadata: ["in_flight": .stringConvertible(gateway.inFlight)])
         LineWriter.stderr.flush()
         return 0
     }
@@ -133,38 +140,54 @@ public final class Gateway {
 
     private func handle(_ req: IncomingRequest) {
         let exchange = Exchange(request: req, id: RequestID.make())
+        inFlight += 1
         if draining {
-            finish(exchange, refusal: .draining())
+            refuse(exchange, .draining())
             return
         }
         if req.headBytes > config.limits.maxHeaderBytes {
-            finish(exchange, refusal: Refusal(.tooLarge, status: 431, title: "Request Header Fields Too Large",
-                                              detail: "request headers exceed \(config.limits.maxHeaderBytes) bytes"))
+            refuse(exchange, Refusal(.tooLarge, status: 431, title: "Request Header Fields Too Large",
+                                     detail: "request headers exceed \(config.limits.maxHeaderBytes) bytes"))
             return
         }
         if req.bodyLength > config.limits.maxBodyBytes {
-            finish(exchange, refusal: Refusal(.tooLarge, status: 413, title: "Content Too Large",
-                                              detail: "request body exceeds \(config.limits.maxBodyBytes) bytes"))
+            refuse(exchange, Refusal(.tooLarge, status: 413, title: "Content Too Large",
+                                     detail: "request body exceeds \(config.limits.maxBodyBytes) bytes"))
             return
         }
         let facts = RequestFacts(method: exchange.method, target: exchange.target,
                                  authorization: req.headerValues("Authorization"))
         exchange.verdict = decide(facts, policy: policy, limiter: &limiter, now: EventLoop.monotonicNanos())
+        exchange.configVersion = policy.configVersion
         switch exchange.verdict.outcome {
         case .failure(let refusal):
-            finish(exchange, refusal: refusal)
+            refuse(exchange, refusal)
         case .success(let plan):
-            forward(exchange, plan)
+            // Write-ahead: the request record is durable before anything goes upstream.
+            record(exchange, [.request(requestRecord(exchange, decision: .forwarded))]) { [unowned self] in
+                self.forward(exchange, plan)
+            }
+        }
+    }
+
+    /// A refusal: the request and response records in one commit, then the answer.
+    private func refuse(_ exchange: Exchange, _ refusal: Refusal) {
+        let items: [AuditWriter.Item] = [
+            .request(requestRecord(exchange, decision: refusal.decision)),
+            .response(responseRecord(exchange, decision: refusal.decision, status: refusal.status,
+                                     detail: refusal.detail, upstream: nil)),
+        ]
+        record(exchange, items) { [unowned self] in
+            self.send(exchange, refusal: refusal)
         }
     }
 
     private func forward(_ exchange: Exchange, _ plan: ForwardPlan) {
-        inFlight += 1
         let call = UpstreamCall(path: plan.target.path, serviceToken: serviceToken, requestID: exchange.id,
                                 options: pool.options)
         let sentAt = EventLoop.monotonicNanos()
+        exchange.forwarded = true
         pool.send(call) { [unowned self] result in
-            self.inFlight -= 1
             let ms = Double(EventLoop.monotonicNanos() - sentAt) / 1_000_000
             exchange.upstreamMs = ms
             switch result {
@@ -172,17 +195,70 @@ public final class Gateway {
                 exchange.upstreamStatus = response.status
                 self.metrics.observeUpstream(seconds: ms / 1000, status: response.status)
                 if response.status == 401 {
-                    self.finish(exchange, refusal: .upstreamError(
-                        "Hookshot refused the gateway's service token (upstream 401); the caller's key is not at fault"))
+                    let refusal = Refusal.upstreamError(
+                        "Hookshot refused the gateway's service token (upstream 401); the caller's key is not at fault")
+                    self.record(exchange, [.response(self.responseRecord(exchange, decision: refusal.decision, status: 502,
+                                                                        detail: refusal.detail, upstream: response))]) {
+                        self.send(exchange, refusal: refusal)
+                    }
                 } else {
-                    self.relay(exchange, response, plan)
+                    self.record(exchange, [.response(self.responseRecord(exchange, decision: .forwarded, status: response.status,
+                                                                        detail: nil, upstream: response))]) {
+                        self.relay(exchange, response, plan)
+                    }
                 }
             case .failure(let failure):
                 self.metrics.observeUpstreamFailure(failure)
-                self.finish(exchange, refusal: failure.refusal)
+                let refusal = failure.refusal
+                self.record(exchange, [.response(self.responseRecord(exchange, decision: refusal.decision, status: refusal.status,
+                                                                    detail: refusal.detail, upstream: nil))]) {
+                    self.send(exchange, refusal: refusal)
+                }
             }
-            self.drainProgress()
         }
+    }
+
+    /// Hands records to the audit writer; `then` runs once they are durable. If they cannot
+    /// be recorded the caller gets 503 and nothing more happens (fail closed).
+    private func record(_ exchange: Exchange, _ items: [AuditWriter.Item], then: @escaping () -> Void) {
+        let accepted = audit.submit(items) { [unowned self] result in
+            switch result {
+            case .success: then()
+            case .failure(let error): self.auditFailed(exchange, why: error.description)
+            }
+        }
+        if !accepted { auditFailed(exchange, why: "the audit queue is full (audit.max_queue)") }
+    }
+
+    private func auditFailed(_ exchange: Exchange, why: String) {
+        let detail = exchange.forwarded
+            ? "the call reached Hookshot but its outcome could not be recorded in the audit log; check before retrying"
+            : "the audit log cannot record the request, so it was not forwarded; retry later"
+        metrics.countAuditRefusal()
+        send(exchange, refusal: .auditUnavailable(detail), auditError: why)
+    }
+
+    private func requestRecord(_ exchange: Exchange, decision: DecisionWord) -> AuditRequestRecord {
+        let verdict = exchange.verdict
+        var path = String(exchange.target.prefix { $0 != "?" }.prefix(2048))
+        if let hook = verdict.hookID, let event = verdict.eventRequestID {
+            path = "/hooks/\(hook)/requests/\(event)/redeliver"
+        }
+        return AuditRequestRecord(
+            requestID: exchange.id, receivedAt: Timestamp.rfc3339(exchange.receivedAt), clientAddr: exchange.clientAddress,
+            team: verdict.team, keyFingerprint: verdict.keyFingerprint, method: exchange.method, path: path,
+            hookID: verdict.hookID, eventRequestID: verdict.eventRequestID, decision: decision.rawValue,
+            userAgent: exchange.userAgent, clientRequestID: exchange.clientRequestID,
+            configVersion: exchange.configVersion ?? policy.configVersion)
+    }
+
+    private func responseRecord(_ exchange: Exchange, decision: DecisionWord, status: Int, detail: String?,
+                                upstream: UpstreamResponse?) -> AuditResponseRecord {
+        AuditResponseRecord(
+            requestID: exchange.id, completedAt: Timestamp.rfc3339(Date()), decision: decision.rawValue, status: status,
+            upstreamStatus: upstream?.status, upstreamMs: exchange.upstreamMs.map(Self.rounded),
+            totalMs: Self.rounded(Double(EventLoop.monotonicNanos() - exchange.started) / 1_000_000),
+            upstreamContentType: upstream?.header("Content-Type"), upstreamBody: upstream?.body, detail: detail)
     }
 
     /// Hookshot's answer, unchanged: status, body and Content-Type.
@@ -195,7 +271,7 @@ public final class Gateway {
         complete(exchange, status: response.status, decision: .forwarded)
     }
 
-    private func finish(_ exchange: Exchange, refusal: Refusal) {
+    private func send(_ exchange: Exchange, refusal: Refusal, auditError: String? = nil) {
         if refusal.decision == .rateLimited {
             let scope = refusal.headers.contains { $0.name == "RateLimit" && $0.value.hasPrefix("\"global\"") } ? "global" : "team"
             metrics.countRateLimited(team: exchange.verdict.team, scope: scope)
@@ -204,10 +280,11 @@ public final class Gateway {
         for h in refusal.headers { headers.append((h.name, h.value)) }
         exchange.request.respond(status: refusal.status, headers: headers,
                                  body: ProblemRenderer.body(refusal, requestID: exchange.id))
-        complete(exchange, status: refusal.status, decision: refusal.decision, detail: refusal.detail)
+        complete(exchange, status: refusal.status, decision: refusal.decision, detail: auditError ?? refusal.detail)
     }
 
     private func complete(_ exchange: Exchange, status: Int, decision: DecisionWord, detail: String? = nil) {
+        inFlight -= 1
         let totalMs = Double(EventLoop.monotonicNanos() - exchange.started) / 1_000_000
         metrics.countRequest(team: exchange.verdict.team, decision: decision, status: status)
         var meta: Logger.Metadata = [
@@ -227,6 +304,7 @@ public final class Gateway {
         if let detail, decision != .forwarded { meta["detail"] = "\(detail)" }
         if let crid = exchange.clientRequestID { meta["client.request_id"] = "\(crid)" }
         logger.info("request", metadata: meta)
+        drainProgress()
     }
 
     private static func rounded(_ ms: Double) -> Double { (ms * 1000).rounded() / 1000 }
@@ -263,6 +341,8 @@ public final class Gateway {
         var reasons: [String] = []
         if draining { reasons.append("draining") }
         if serviceToken.isEmpty { reasons.append("no upstream service token") }
+        let auditStatus = audit.currentStatus
+        if !auditStatus.healthy { reasons.append("audit log not writable: \(auditStatus.lastError ?? "unknown error")") }
         return reasons
     }
 

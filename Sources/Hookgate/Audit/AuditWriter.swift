@@ -1,0 +1,237 @@
+import Foundation
+
+/// The one writer of the audit database: its own thread owns the SQLite connection and
+/// commits queued records in groups (many records per transaction, one fsync per group),
+/// then wakes the loop once per group with every job's result. Fail closed: a job whose
+/// records were not committed gets an error, and the caller 503. After a failure the
+/// connection is reopened on the next group, so the gateway recovers by itself.
+final class AuditWriter: @unchecked Sendable {
+    typealias Completion = (Result<Void, AuditError>) -> Void
+
+    enum Item: Sendable {
+        case request(AuditRequestRecord)
+        case response(AuditResponseRecord)
+    }
+
+    private struct Job {
+        let items: [Item]
+        let completion: LoopBound<Completion>
+    }
+
+    /// What /readyz and /metrics read (under the lock).
+    struct Status: Sendable {
+        var healthy = true
+        var lastError: String?
+        var failures = 0
+        var commits = 0
+        var records = 0
+        var queueDepth = 0
+        var commitLatency = Histogram(bounds: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1])
+    }
+
+    private let loop: EventLoop
+    private let path: String
+    private let durability: Durability
+    private let maxBodyBytes: Int
+    private let busyTimeoutMs: Int
+    private let maxQueue: Int
+    private let maxBatch = 1024
+    private let condition = NSCondition()
+    private var queue: [Job] = []
+    private var queuedItems = 0
+    private var stopping = false
+    private var stopped = false
+    private var status = Status()
+    private let onFailure: @Sendable (String) -> Void
+
+    // Writer-thread state.
+    private var db: SQLiteConnection?
+    private var fileIdentity: (dev: UInt64, ino: UInt64)?
+    private var headSeq: Int64 = 0
+    private var headHash = AuditChain.genesis
+    private var insertRequest: SQLiteStatement?
+    private var insertResponse: SQLiteStatement?
+
+    /// Opens (creating and migrating) the database now, on the calling thread, so that a
+    /// misconfigured path stops start-up with a clear error; then starts the writer thread.
+    init(loop: EventLoop, config: AuditConfig, onFailure: @escaping @Sendable (String) -> Void) throws(AuditError) {
+        self.loop = loop
+        self.path = config.path
+        self.durability = config.durability
+        self.maxBodyBytes = config.maxBodyBytes
+        self.busyTimeoutMs = config.busyTimeoutMs
+        self.maxQueue = config.maxQueue
+        self.onFailure = onFailure
+        try open()
+        let thread = Thread { [self] in run() }
+        thread.name = "hookgate-audit"
+        thread.start()
+    }
+
+    /// Queues records; `completion` runs on the loop once they are durable (or failed).
+    /// Returns false at once when the queue is full or the writer has stopped.
+    func submit(_ items: [Item], completion: @escaping Completion) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopping, queuedItems + items.count <= maxQueue else { return false }
+        queue.append(Job(items: items, completion: LoopBound(completion)))
+        queuedItems += items.count
+        status.queueDepth = queuedItems
+        condition.signal()
+        return true
+    }
+
+    var currentStatus: Status {
+        condition.lock()
+        defer { condition.unlock() }
+        return status
+    }
+
+    /// Writes everything queued, then stops the thread (shutdown). Blocks the caller.
+    func flushAndStop() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        while !stopped { condition.wait() }
+        condition.unlock()
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while queue.isEmpty && !stopping { condition.wait() }
+            if queue.isEmpty && stopping {
+                stopped = true
+                condition.broadcast()
+                condition.unlock()
+                break
+            }
+            var batch: [Job] = []
+            var count = 0
+            while !queue.isEmpty && count < maxBatch {
+                let job = queue.removeFirst()
+                count += job.items.count
+                batch.append(job)
+            }
+            queuedItems -= count
+            status.queueDepth = queuedItems
+            condition.unlock()
+
+            let started = EventLoop.monotonicNanos()
+            let result = commit(batch.flatMap(\.items))
+            let seconds = Double(EventLoop.monotonicNanos() - started) / 1e9
+
+            condition.lock()
+            switch result {
+            case .success:
+                status.commits += 1
+                status.records += count
+                status.commitLatency.observe(seconds)
+                status.healthy = true
+                status.lastError = nil
+            case .failure(let error):
+                status.failures += 1
+                status.healthy = false
+                status.lastError = error.description
+            }
+            condition.unlock()
+            if case .failure(let error) = result { onFailure(error.description) }
+
+            let completions = batch.map(\.completion)
+            let outcome = LoopBound(result)
+            loop.execute {
+                for c in completions { c.value(outcome.value) }
+            }
+        }
+        db?.close()
+    }
+
+    // MARK: - Writer thread
+
+    private func open() throws(AuditError) {
+        let connection = try AuditSchema.openForWriting(path: path, durability: durability, busyTimeoutMs: busyTimeoutMs)
+        let head = try connection.prepare("""
+            SELECT seq, hash FROM (SELECT seq, hash FROM audit_requests UNION ALL SELECT seq, hash FROM audit_responses)
+            ORDER BY seq DESC LIMIT 1
+            """)
+        if try head.step() {
+            headSeq = head.int(0)
+            headHash = head.text(1) ?? AuditChain.genesis
+        } else {
+            headSeq = 0
+            headHash = AuditChain.genesis
+        }
+        head.reset()
+        let q = AuditSchema.requestColumns + ["hash"]
+        let r = AuditSchema.responseColumns + ["hash"]
+        insertRequest = try connection.prepare("INSERT INTO audit_requests (\(q.joined(separator: ", "))) VALUES (\(q.map { _ in "?" }.joined(separator: ", ")))")
+        insertResponse = try connection.prepare("INSERT INTO audit_responses (\(r.joined(separator: ", "))) VALUES (\(r.map { _ in "?" }.joined(separator: ", ")))")
+        fileIdentity = Self.identity(of: path)
+        db = connection
+    }
+
+    private func closeConnection() {
+        insertRequest = nil
+        insertResponse = nil
+        db?.close()
+        db = nil
+    }
+
+    private static func identity(of path: String) -> (dev: UInt64, ino: UInt64)? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return (UInt64(st.st_dev), UInt64(st.st_ino))
+    }
+
+    private func commit(_ items: [Item]) -> Result<Void, AuditError> {
+        do throws(AuditError) {
+            if db != nil {
+                // A file removed or replaced under us would swallow records unseen: fail closed
+                // and start over on a new file with the next group.
+                guard let now = Self.identity(of: path), let opened = fileIdentity, now == opened else {
+                    closeConnection()
+                    throw AuditError(code: 14, message: "audit file \(path) was removed or replaced; a new file is started")
+                }
+                if access(path, W_OK) != 0 {
+                    throw AuditError(code: 8, message: "audit file \(path) is not writable: \(String(cString: strerror(errno)))")
+                }
+            } else {
+                try open()
+            }
+            guard let db, let insertRequest, let insertResponse else {
+                throw AuditError(code: 21, message: "audit database is not open")
+            }
+            try db.execute("BEGIN IMMEDIATE")
+            var seq = headSeq, hash = headHash
+            do throws(AuditError) {
+                for item in items {
+                    seq += 1
+                    let table: String, values: [SQLValue], statement: SQLiteStatement
+                    switch item {
+                    case .request(let record):
+                        table = "audit_requests"
+                        values = [.int(seq)] + record.values + [.text(hash)]
+                        statement = insertRequest
+                    case .response(let record):
+                        table = "audit_responses"
+                        values = [.int(seq)] + record.values(maxBodyBytes: maxBodyBytes) + [.text(hash)]
+                        statement = insertResponse
+                    }
+                    hash = AuditChain.hash(table: table, values: values)
+                    try statement.run(values + [.text(hash)])
+                }
+                try db.execute("COMMIT")
+            } catch {
+                try? db.execute("ROLLBACK")
+                throw error
+            }
+            headSeq = seq
+            headHash = hash
+            return .success(())
+        } catch {
+            // Reopen on the next group: clears a broken handle and re-reads the chain head.
+            closeConnection()
+            return .failure(error)
+        }
+    }
+}

@@ -1,0 +1,126 @@
+/// The hash chain over audit records. Every record (request or response) takes the next
+/// `seq` and stores `prev_hash` (the previous record's hash; 64 zeros for the first) and
+/// `hash` = SHA-256 of its canonical content: a domain tag, the table name, then each column of
+/// `AuditSchema.*Columns` (seq and prev_hash included) as a type tag, a big-endian length and
+/// the bytes. Editing, deleting, inserting or reordering any record breaks the chain.
+enum AuditChain {
+    static let genesis = String(repeating: "0", count: 64)
+    static let domain = Array("hookgate-audit-chain-v1".utf8)
+
+    static func hash(table: String, values: [SQLValue]) -> String {
+        var bytes = domain
+        appendField(.text(table), to: &bytes)
+        for v in values { appendField(v, to: &bytes) }
+        return SHA256.hex(bytes: bytes)
+    }
+
+    private static func appendField(_ value: SQLValue, to out: inout [UInt8]) {
+        func length(_ n: Int) { for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: n >> shift)) } }
+        switch value {
+        case .null:
+            out.append(0)
+        case .int(let v):
+            out.append(1)
+            length(8)
+            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: v >> Int64(shift))) }
+        case .double(let d):
+            out.append(2)
+            length(8)
+            let bits = d.bitPattern
+            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: bits >> UInt64(shift))) }
+        case .text(let s):
+            out.append(3)
+            let utf8 = Array(s.utf8)
+            length(utf8.count)
+            out.append(contentsOf: utf8)
+        case .blob(let b):
+            out.append(4)
+            length(b.count)
+            out.append(contentsOf: b)
+        }
+    }
+
+    /// The outcome of `hookgate audit verify`.
+    public struct Report: Sendable, Equatable {
+        public var records: Int
+        public var pairs: Int
+        public var incomplete: Int
+        /// nil when the chain is whole; else the first record that breaks it and why.
+        public var broken: String?
+    }
+
+    /// Walks both tables in `seq` order and checks every link and hash.
+    static func verify(_ db: SQLiteConnection) throws(AuditError) -> Report {
+        let q = try db.prepare("SELECT \(AuditSchema.requestColumns.joined(separator: ", ")), hash FROM audit_requests ORDER BY seq")
+        let r = try db.prepare("SELECT \(AuditSchema.responseColumns.joined(separator: ", ")), hash FROM audit_responses ORDER BY seq")
+        var nextQ = try row(q, width: AuditSchema.requestColumns.count)
+        var nextR = try row(r, width: AuditSchema.responseColumns.count)
+        var expectedSeq: Int64 = 1
+        var previous = genesis
+        var records = 0, responses = 0, requests = 0
+        var requestIDs = Set<String>()
+        while nextQ != nil || nextR != nil {
+            let takeRequest: Bool
+            switch (nextQ, nextR) {
+            case (let a?, let b?): takeRequest = a.seq < b.seq
+            case (.some, nil): takeRequest = true
+            default: takeRequest = false
+            }
+            let rec = takeRequest ? nextQ! : nextR!
+            let table = takeRequest ? "audit_requests" : "audit_responses"
+            let label = "record seq \(rec.seq) (\(table), request_id \(rec.requestID))"
+            func broken(_ why: String) -> Report {
+                Report(records: records, pairs: responses, incomplete: requests - responses, broken: "\(label): \(why)")
+            }
+            if rec.seq != expectedSeq {
+                return broken(rec.seq > expectedSeq
+                    ? "expected seq \(expectedSeq): a record before it was deleted"
+                    : "seq \(rec.seq) out of order")
+            }
+            if rec.prevHash != previous {
+                return broken("prev_hash does not match the previous record's hash (a record was removed, inserted or reordered)")
+            }
+            let computed = hash(table: table, values: rec.values)
+            if computed != rec.hash {
+                return broken("hash does not match its content (the record was edited)")
+            }
+            if takeRequest {
+                requestIDs.insert(rec.requestID)
+                requests += 1
+                nextQ = try row(q, width: AuditSchema.requestColumns.count)
+            } else {
+                guard requestIDs.contains(rec.requestID) else {
+                    return broken("response without an earlier request record")
+                }
+                responses += 1
+                nextR = try row(r, width: AuditSchema.responseColumns.count)
+            }
+            previous = rec.hash
+            expectedSeq += 1
+            records += 1
+        }
+        return Report(records: records, pairs: responses, incomplete: requests - responses, broken: nil)
+    }
+
+    private struct Row {
+        var seq: Int64
+        var requestID: String
+        var prevHash: String
+        var hash: String
+        var values: [SQLValue]
+    }
+
+    private static func row(_ s: SQLiteStatement, width: Int) throws(AuditError) -> Row? {
+        guard try s.step() else { return nil }
+        var values: [SQLValue] = []
+        values.reserveCapacity(width)
+        for i in 0..<width { values.append(s.value(i)) }
+        let seq: Int64
+        if case .int(let v) = values[0] { seq = v } else { seq = -1 }
+        let requestID: String
+        if case .text(let t) = values[1] { requestID = t } else { requestID = "?" }
+        let prevHash: String
+        if case .text(let t) = values[width - 1] { prevHash = t } else { prevHash = "" }
+        return Row(seq: seq, requestID: requestID, prevHash: prevHash, hash: s.text(width) ?? "", values: values)
+    }
+}

@@ -1,0 +1,173 @@
+/// What the gateway records when a request arrives (before anything is forwarded).
+public struct AuditRequestRecord: Sendable, Equatable {
+    public var requestID: String
+    public var receivedAt: String
+    public var clientAddr: String
+    public var team: String?
+    public var keyFingerprint: String?
+    public var method: String
+    public var path: String
+    public var hookID: String?
+    public var eventRequestID: String?
+    public var decision: String
+    public var userAgent: String?
+    public var clientRequestID: String?
+    public var configVersion: String
+
+    /// Values in `AuditSchema.requestColumns` order (without seq and prev_hash).
+    var values: [SQLValue] {
+        [.text(requestID), .text(receivedAt), .text(clientAddr), team.sql, keyFingerprint.sql, .text(method),
+         .text(path), hookID.sql, eventRequestID.sql, .text(decision), userAgent.sql, clientRequestID.sql,
+         .text(configVersion)]
+    }
+}
+
+/// What the gateway records before it answers.
+public struct AuditResponseRecord: Sendable, Equatable {
+    public var requestID: String
+    public var completedAt: String
+    public var decision: String
+    public var status: Int
+    public var upstreamStatus: Int?
+    public var upstreamMs: Double?
+    public var totalMs: Double
+    public var upstreamContentType: String?
+    /// Hookshot's body as received; the writer keeps up to `audit.max_body_bytes` of it and
+    /// parses `delivery_id`, `event`, `tenant_id` from it.
+    public var upstreamBody: [UInt8]?
+    public var detail: String?
+
+    func values(maxBodyBytes: Int) -> [SQLValue] {
+        let fields = upstreamBody.map(EventFields.parse) ?? EventFields()
+        var stored: SQLValue = .null
+        if let body = upstreamBody {
+            let kept = Array(body.prefix(maxBodyBytes))
+            // TEXT when it is UTF-8 (readable in the sqlite3 shell), BLOB otherwise.
+            if let text = String(validating: kept, as: UTF8.self) { stored = .text(text) } else { stored = .blob(kept) }
+        }
+        return [.text(requestID), .text(completedAt), .text(decision), .int(Int64(status)),
+                upstreamStatus.map { .int(Int64($0)) } ?? .null, upstreamMs.map { .double($0) } ?? .null,
+                .double(totalMs), fields.deliveryID.sql, fields.event.sql, fields.tenantID.sql,
+                upstreamContentType.sql, stored, upstreamBody.map { .int(Int64($0.count)) } ?? .null, detail.sql]
+    }
+}
+
+extension Optional where Wrapped == String {
+    var sql: SQLValue { map { .text($0) } ?? .null }
+}
+
+/// `delivery_id`, `event`, `tenant_id` of a Hookshot event object, when the body is one.
+struct EventFields: Equatable {
+    var deliveryID: String?
+    var event: String?
+    var tenantID: String?
+
+    static func parse(_ body: [UInt8]) -> EventFields {
+        guard let object = MiniJSON.topLevelStrings(body) else { return EventFields() }
+        return EventFields(deliveryID: object["delivery_id"], event: object["event"], tenantID: object["tenant_id"])
+    }
+}
+
+/// Reads the string-valued members of a top-level JSON object (nested values skipped).
+/// Small and bounded, so the writer does not need Foundation's JSON for three fields.
+enum MiniJSON {
+    static func topLevelStrings(_ bytes: [UInt8]) -> [String: String]? {
+        var p = Parser(bytes: bytes)
+        return p.object()
+    }
+
+    private struct Parser {
+        let bytes: [UInt8]
+        var i = 0
+        var depth = 0
+
+        mutating func ws() { while i < bytes.count, [9, 10, 13, 32].contains(bytes[i]) { i += 1 } }
+
+        mutating func object() -> [String: String]? {
+            ws()
+            guard i < bytes.count, bytes[i] == UInt8(ascii: "{") else { return nil }
+            i += 1
+            var out: [String: String] = [:]
+            ws()
+            if i < bytes.count, bytes[i] == UInt8(ascii: "}") { return out }
+            while true {
+                ws()
+                guard let key = string() else { return nil }
+                ws()
+                guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { return nil }
+                i += 1
+                ws()
+                guard i < bytes.count else { return nil }
+                if bytes[i] == UInt8(ascii: "\"") {
+                    guard let value = string() else { return nil }
+                    out[key] = value
+                } else {
+                    guard skipValue() else { return nil }
+                }
+                ws()
+                guard i < bytes.count else { return nil }
+                if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
+                if bytes[i] == UInt8(ascii: "}") { return out }
+                return nil
+            }
+        }
+
+        mutating func string() -> String? {
+            guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { return nil }
+            i += 1
+            var out: [UInt8] = []
+            while i < bytes.count {
+                let c = bytes[i]
+                i += 1
+                switch c {
+                case UInt8(ascii: "\""):
+                    return String(validating: out, as: UTF8.self)
+                case UInt8(ascii: "\\"):
+                    guard i < bytes.count else { return nil }
+                    let e = bytes[i]
+                    i += 1
+                    switch e {
+                    case UInt8(ascii: "n"): out.append(10)
+                    case UInt8(ascii: "t"): out.append(9)
+                    case UInt8(ascii: "r"): out.append(13)
+                    case UInt8(ascii: "b"): out.append(8)
+                    case UInt8(ascii: "f"): out.append(12)
+                    case UInt8(ascii: "u"):
+                        guard i + 4 <= bytes.count,
+                              let code = UInt32(String(decoding: bytes[i..<i + 4], as: UTF8.self), radix: 16) else { return nil }
+                        i += 4
+                        let scalar = Unicode.Scalar(code) ?? "\u{FFFD}"
+                        out.append(contentsOf: Array(String(Character(scalar)).utf8))
+                    default: out.append(e)
+                    }
+                default:
+                    out.append(c)
+                }
+            }
+            return nil
+        }
+
+        /// Skips a number, literal, array or object (nesting bounded).
+        mutating func skipValue() -> Bool {
+            guard i < bytes.count else { return false }
+            let c = bytes[i]
+            if c == UInt8(ascii: "\"") { return string() != nil }
+            if c == UInt8(ascii: "{") || c == UInt8(ascii: "[") {
+                var stack = 0
+                while i < bytes.count {
+                    let d = bytes[i]
+                    if d == UInt8(ascii: "\"") { guard string() != nil else { return false }; continue }
+                    if d == UInt8(ascii: "{") || d == UInt8(ascii: "[") { stack += 1; if stack > 64 { return false } }
+                    if d == UInt8(ascii: "}") || d == UInt8(ascii: "]") {
+                        stack -= 1
+                        if stack == 0 { i += 1; return true }
+                    }
+                    i += 1
+                }
+                return false
+            }
+            while i < bytes.count, !",}] \t\r\n".utf8.contains(bytes[i]) { i += 1 }
+            return true
+        }
+    }
+}

@@ -1,0 +1,173 @@
+import CSQLite
+
+/// Every SQLite failure: the result code, SQLite's message and the statement (never the
+/// bound values, which may hold audit content).
+public struct AuditError: Error, CustomStringConvertible, Sendable {
+    public var code: Int32
+    public var message: String
+    public var sql: String?
+
+    public var description: String {
+        var s = "SQLite error \(code): \(message)"
+        if let sql { s += " (\(sql.prefix(120)))" }
+        return s
+    }
+
+    init(code: Int32, message: String, sql: String? = nil) {
+        self.code = code
+        self.message = message
+        self.sql = sql
+    }
+}
+
+/// One SQLite connection. Owns the `sqlite3*` (closed in `close()` or `deinit`); each
+/// statement keeps its connection alive, so a statement never outlives its database.
+/// Used by one thread at a time (the audit writer, or a CLI command).
+final class SQLiteConnection {
+    private(set) var db: OpaquePointer?
+    let path: String
+
+    init(path: String, readOnly: Bool = false) throws(AuditError) {
+        self.path = path
+        var handle: OpaquePointer?
+        let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
+        let rc = sqlite3_open_v2(path, &handle, flags | SQLITE_OPEN_NOMUTEX, nil)
+        guard rc == SQLITE_OK, let handle else {
+            let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
+            sqlite3_close_v2(handle)  // a failed open still allocates a handle
+            throw AuditError(code: rc, message: "\(message): \(path)")
+        }
+        db = handle
+        sqlite3_extended_result_codes(handle, 1)
+    }
+
+    deinit { close() }
+
+    func close() {
+        if let db {
+            sqlite3_close_v2(db)
+            self.db = nil
+        }
+    }
+
+    func execute(_ sql: String) throws(AuditError) {
+        guard let db else { throw AuditError(code: SQLITE_MISUSE, message: "database is closed", sql: sql) }
+        var errorMessage: UnsafeMutablePointer<CChar>?
+        let rc = sqlite3_exec(db, sql, nil, nil, &errorMessage)
+        if rc != SQLITE_OK {
+            let message = errorMessage.map { String(cString: $0) } ?? String(cString: sqlite3_errmsg(db))
+            sqlite3_free(errorMessage)
+            throw AuditError(code: rc, message: message, sql: sql)
+        }
+    }
+
+    func prepare(_ sql: String) throws(AuditError) -> SQLiteStatement {
+        try SQLiteStatement(connection: self, sql: sql)
+    }
+
+    func error(_ rc: Int32, sql: String?) -> AuditError {
+        AuditError(code: rc, message: db.map { String(cString: sqlite3_errmsg($0)) } ?? "closed", sql: sql)
+    }
+
+    /// First column of the first row as an integer (PRAGMA user_version and the like).
+    func scalarInt(_ sql: String) throws(AuditError) -> Int64? {
+        let statement = try prepare(sql)
+        defer { statement.reset() }
+        guard try statement.step() else { return nil }
+        return statement.isNull(0) ? nil : statement.int(0)
+    }
+}
+
+/// A prepared statement; finalized in `deinit`.
+final class SQLiteStatement {
+    private let connection: SQLiteConnection
+    private var statement: OpaquePointer?
+    let sql: String
+
+    fileprivate init(connection: SQLiteConnection, sql: String) throws(AuditError) {
+        self.connection = connection
+        self.sql = sql
+        guard let db = connection.db else { throw AuditError(code: SQLITE_MISUSE, message: "database is closed", sql: sql) }
+        let rc = sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
+        guard rc == SQLITE_OK else { throw connection.error(rc, sql: sql) }
+    }
+
+    deinit { sqlite3_finalize(statement) }
+
+    func reset() {
+        sqlite3_reset(statement)
+        sqlite3_clear_bindings(statement)
+    }
+
+    /// Binds values to ?1, ?2, ... in order.
+    func bind(_ values: [SQLValue]) throws(AuditError) {
+        for (i, value) in values.enumerated() {
+            let index = Int32(i + 1)
+            let rc: Int32
+            switch value {
+            case .null: rc = sqlite3_bind_null(statement, index)
+            case .int(let v): rc = sqlite3_bind_int64(statement, index, v)
+            case .double(let v): rc = sqlite3_bind_double(statement, index, v)
+            case .text(let s):
+                rc = s.utf8CString.withUnsafeBufferPointer { buf in
+                    hg_sqlite3_bind_text_transient(statement, index, buf.baseAddress, Int32(buf.count - 1))
+                }
+            case .blob(let b):
+                rc = b.withUnsafeBytes { hg_sqlite3_bind_blob_transient(statement, index, $0.baseAddress, Int32($0.count)) }
+            }
+            guard rc == SQLITE_OK else { throw connection.error(rc, sql: sql) }
+        }
+    }
+
+    /// Steps once: true if a row is available, false when done.
+    func step() throws(AuditError) -> Bool {
+        let rc = sqlite3_step(statement)
+        switch rc {
+        case SQLITE_ROW: return true
+        case SQLITE_DONE: return false
+        default: throw connection.error(rc, sql: sql)
+        }
+    }
+
+    /// Runs a statement that returns no rows, then resets it for reuse.
+    func run(_ values: [SQLValue]) throws(AuditError) {
+        reset()
+        try bind(values)
+        defer { reset() }
+        _ = try step()
+    }
+
+    var columnCount: Int { Int(sqlite3_column_count(statement)) }
+    func columnName(_ i: Int) -> String { String(cString: sqlite3_column_name(statement, Int32(i))) }
+    func isNull(_ i: Int) -> Bool { sqlite3_column_type(statement, Int32(i)) == SQLITE_NULL }
+    func int(_ i: Int) -> Int64 { sqlite3_column_int64(statement, Int32(i)) }
+    func double(_ i: Int) -> Double { sqlite3_column_double(statement, Int32(i)) }
+    func text(_ i: Int) -> String? {
+        guard let p = sqlite3_column_text(statement, Int32(i)) else { return nil }
+        return String(cString: p)
+    }
+    func blob(_ i: Int) -> [UInt8]? {
+        let n = Int(sqlite3_column_bytes(statement, Int32(i)))
+        guard let p = sqlite3_column_blob(statement, Int32(i)) else { return isNull(i) ? nil : [] }
+        return Array(UnsafeRawBufferPointer(start: p, count: n))
+    }
+
+    /// The column as a typed value.
+    func value(_ i: Int) -> SQLValue {
+        switch sqlite3_column_type(statement, Int32(i)) {
+        case SQLITE_NULL: return .null
+        case SQLITE_INTEGER: return .int(int(i))
+        case SQLITE_FLOAT: return .double(double(i))
+        case SQLITE_BLOB: return .blob(blob(i) ?? [])
+        default: return .text(text(i) ?? "")
+        }
+    }
+}
+
+public enum SQLValue: Sendable, Equatable {
+    case null
+    case int(Int64)
+    case double(Double)
+    case text(String)
+    case blob([UInt8])
+}

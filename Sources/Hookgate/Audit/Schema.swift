@@ -1,0 +1,115 @@
+/// The audit database's schema, created and migrated by the gateway (`PRAGMA user_version`).
+/// docs/audit.md documents it for compliance; the column lists below are also the order in
+/// which each record's hash covers its content.
+enum AuditSchema {
+    static let version: Int64 = 1
+
+    /// Columns of `audit_requests` covered by the hash, in hashing order.
+    static let requestColumns = [
+        "seq", "request_id", "received_at", "client_addr", "team", "key_fingerprint", "method", "path",
+        "hook_id", "event_request_id", "decision", "user_agent", "client_request_id", "config_version", "prev_hash",
+    ]
+
+    /// Columns of `audit_responses` covered by the hash, in hashing order.
+    static let responseColumns = [
+        "seq", "request_id", "completed_at", "decision", "status", "upstream_status", "upstream_ms", "total_ms",
+        "delivery_id", "event", "tenant_id", "upstream_content_type", "upstream_body", "upstream_body_bytes",
+        "detail", "prev_hash",
+    ]
+
+    static let migrations: [Int64: String] = [
+        1: """
+        CREATE TABLE audit_requests (
+            seq               INTEGER PRIMARY KEY,          -- position in the hash chain (shared with audit_responses)
+            request_id        TEXT    NOT NULL UNIQUE,      -- the gateway's request id (X-Request-Id)
+            received_at       TEXT    NOT NULL,             -- UTC YYYY-MM-DDTHH:MM:SS.sssZ
+            client_addr       TEXT    NOT NULL,             -- peer IP, no port
+            team              TEXT,                         -- null when not authenticated
+            key_fingerprint   TEXT,                         -- first 16 hex of SHA-256(key); null when no bearer token
+            method            TEXT    NOT NULL,
+            path              TEXT    NOT NULL,             -- canonical for the redeliver route, else as received (capped)
+            hook_id           TEXT,
+            event_request_id  TEXT,
+            decision          TEXT    NOT NULL,             -- forwarded, or the refusal reason
+            user_agent        TEXT,
+            client_request_id TEXT,                         -- the caller's X-Request-Id, recorded, not trusted
+            config_version    TEXT    NOT NULL,             -- SHA-256 of the config file in force
+            prev_hash         TEXT    NOT NULL,
+            hash              TEXT    NOT NULL
+        );
+        CREATE TABLE audit_responses (
+            seq                   INTEGER PRIMARY KEY,
+            request_id            TEXT    NOT NULL UNIQUE REFERENCES audit_requests(request_id),
+            completed_at          TEXT    NOT NULL,
+            decision              TEXT    NOT NULL,         -- final decision (a forwarded call may end upstream_error/timeout)
+            status                INTEGER NOT NULL,         -- status returned to the caller
+            upstream_status       INTEGER,                  -- null when nothing was sent upstream
+            upstream_ms           REAL,
+            total_ms              REAL    NOT NULL,
+            delivery_id           TEXT,                     -- parsed from Hookshot's answer
+            event                 TEXT,
+            tenant_id             TEXT,
+            upstream_content_type TEXT,
+            upstream_body         BLOB,                     -- up to audit.max_body_bytes (TEXT when UTF-8)
+            upstream_body_bytes   INTEGER,                  -- full size of Hookshot's body
+            detail                TEXT,                     -- why, for refusals and failures
+            prev_hash             TEXT    NOT NULL,
+            hash                  TEXT    NOT NULL
+        );
+        CREATE INDEX audit_requests_received_at ON audit_requests(received_at);
+        CREATE INDEX audit_requests_team ON audit_requests(team, received_at);
+        CREATE INDEX audit_requests_hook ON audit_requests(hook_id, received_at);
+        CREATE INDEX audit_requests_event_request ON audit_requests(event_request_id);
+        CREATE INDEX audit_responses_decision ON audit_responses(decision);
+        CREATE INDEX audit_responses_status ON audit_responses(status);
+        CREATE VIEW audit_pairs AS
+        SELECT q.request_id, q.received_at, r.completed_at, q.client_addr, q.team, q.key_fingerprint,
+               q.method, q.path, q.hook_id, q.event_request_id,
+               COALESCE(r.decision, q.decision) AS decision,
+               r.status, r.upstream_status, r.upstream_ms, r.total_ms,
+               r.delivery_id, r.event, r.tenant_id, q.user_agent, q.client_request_id, q.config_version
+          FROM audit_requests q LEFT JOIN audit_responses r ON r.request_id = q.request_id;
+        """,
+    ]
+
+    /// The `audit_pairs` columns of the contract, in order.
+    static let pairColumns = [
+        "request_id", "received_at", "completed_at", "client_addr", "team", "key_fingerprint", "method", "path",
+        "hook_id", "event_request_id", "decision", "status", "upstream_status", "upstream_ms", "total_ms",
+        "delivery_id", "event", "tenant_id", "user_agent", "client_request_id", "config_version",
+    ]
+
+    /// Opens (creating if needed) and migrates the database at `path` for writing.
+    static func openForWriting(path: String, durability: Durability, busyTimeoutMs: Int) throws(AuditError) -> SQLiteConnection {
+        let db = try SQLiteConnection(path: path)
+        try db.execute("PRAGMA busy_timeout = \(busyTimeoutMs)")
+        let mode = try db.prepare("PRAGMA journal_mode = WAL")
+        let isWAL = try mode.step() && mode.text(0)?.lowercased() == "wal"
+        mode.reset()
+        guard isWAL else { throw AuditError(code: 1, message: "cannot switch \(path) to WAL mode") }
+        try db.execute("PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+        try migrate(db)
+        return db
+    }
+
+    static func migrate(_ db: SQLiteConnection) throws(AuditError) {
+        let current = try db.scalarInt("PRAGMA user_version") ?? 0
+        guard current <= version else {
+            throw AuditError(code: 1, message: "audit database schema \(current) is newer than this gateway's (\(version))")
+        }
+        var v = current
+        while v < version {
+            v += 1
+            guard let sql = migrations[v] else { break }
+            try db.execute("BEGIN IMMEDIATE")
+            do throws(AuditError) {
+                try db.execute(sql)
+                try db.execute("PRAGMA user_version = \(v)")
+                try db.execute("COMMIT")
+            } catch {
+                try? db.execute("ROLLBACK")
+                throw error
+            }
+        }
+    }
+}

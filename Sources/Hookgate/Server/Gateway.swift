@@ -267,7 +267,7 @@ public final class Gateway {
         if let type = response.header("Content-Type") { headers.append(("Content-Type", type)) }
         for h in plan.rateLimitHeaders { headers.append((h.name, h.value)) }
         exchange.request.respond(status: response.status, reason: response.reason.isEmpty ? nil : response.reason,
-                                 headers: headers, body: response.body)
+                                 headers: headers, body: response.body, written: drainWriteTracker())
         complete(exchange, status: response.status, decision: .forwarded)
     }
 
@@ -279,7 +279,7 @@ public final class Gateway {
         var headers: [(String, String)] = [("Content-Type", ProblemRenderer.contentType), ("X-Request-Id", exchange.id)]
         for h in refusal.headers { headers.append((h.name, h.value)) }
         exchange.request.respond(status: refusal.status, headers: headers,
-                                 body: ProblemRenderer.body(refusal, requestID: exchange.id))
+                                 body: ProblemRenderer.body(refusal, requestID: exchange.id), written: drainWriteTracker())
         complete(exchange, status: refusal.status, decision: refusal.decision, detail: auditError ?? refusal.detail)
     }
 
@@ -362,8 +362,19 @@ public final class Gateway {
         drainProgress()
     }
 
+    /// While draining, replies are tracked until written, so that exit never cuts one off.
+    private var unwrittenReplies = 0
+    private func drainWriteTracker() -> (() -> Void)? {
+        guard draining else { return nil }
+        unwrittenReplies += 1
+        return { [unowned self] in
+            self.unwrittenReplies -= 1
+            self.drainProgress()
+        }
+    }
+
     private func drainProgress() {
-        guard draining, inFlight == 0 else { return }
+        guard draining, inFlight == 0, unwrittenReplies == 0 else { return }
         shutdown()
     }
 

@@ -192,7 +192,11 @@ final class IncomingRequest {
     }
 
     /// Sends the reply and hands the request back to evhttp. Safe if the client has gone.
-    func respond(status: Int, reason: String? = nil, headers: [(String, String)], body: [UInt8]) {
+    /// `written`, if given, runs on the loop once the reply has been written out (used while
+    /// draining, so that the process does not exit with a reply still in a buffer). It may
+    /// never run if the client vanishes mid-write: callers bound their wait.
+    func respond(status: Int, reason: String? = nil, headers: [(String, String)], body: [UInt8],
+                 written: (() -> Void)? = nil) {
         precondition(!responded, "a request must be answered exactly once")
         responded = true
         if let out = evhttp_request_get_output_headers(req) {
@@ -206,8 +210,21 @@ final class IncomingRequest {
         if !body.isEmpty {
             _ = body.withUnsafeBytes { evbuffer_add(buffer, $0.baseAddress, $0.count) }
         }
+        if let written {
+            // Retained here, released by the callback (libevent calls it at most once).
+            let box = Unmanaged.passRetained(WrittenBox(written)).toOpaque()
+            evhttp_request_set_on_complete_cb(req, { _, arg in
+                guard let arg else { return }
+                Unmanaged<WrittenBox>.fromOpaque(arg).takeRetainedValue().run()
+            }, box)
+        }
         evhttp_send_reply(req, Int32(status), reason ?? HTTPStatus.reason(status), buffer)
     }
+}
+
+private final class WrittenBox {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
 }
 
 enum HTTPStatus {

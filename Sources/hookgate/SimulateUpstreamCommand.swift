@@ -32,6 +32,13 @@ struct SimulateUpstreamCommand: ParsableCommand {
     @Option(help: "Outcome for every call: ok, 404, 500, 401, slow, close.")
     var mode = "ok"
     @Option(help: "Delay of the 'slow' outcome, in milliseconds.") var slowMs = 3000
+    @Option(help: "OAuth2 client id accepted by POST /auth/token (enables the token endpoint).")
+    var clientId: String?
+    @Option(help: "Environment variable holding the accepted OAuth2 client secret.")
+    var clientSecretEnv = "HOOKSHOT_CLIENT_SECRET"
+    @Option(help: "expires_in of issued access tokens, in seconds.") var expiresIn = 43_200
+    @Option(help: "Token endpoint behaviour: ok, fail, slow (SIGUSR1 -> fail, SIGUSR2 -> ok at run time).")
+    var tokenMode = "ok"
 
     func validate() throws {
         if (cert == nil) != (key == nil) { throw ValidationError("--cert and --key go together") }
@@ -39,6 +46,10 @@ struct SimulateUpstreamCommand: ParsableCommand {
             throw ValidationError("--mode must be one of \(Simulator.Mode.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         if slowMs < 0 { throw ValidationError("--slow-ms must not be negative") }
+        if expiresIn < 1 { throw ValidationError("--expires-in must be at least 1") }
+        if Simulator.TokenMode(rawValue: tokenMode) == nil {
+            throw ValidationError("--token-mode must be one of \(Simulator.TokenMode.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
     }
 
     func run() throws {
@@ -51,8 +62,12 @@ struct SimulateUpstreamCommand: ParsableCommand {
         } else {
             token = ProcessInfo.processInfo.environment[tokenEnv] ?? ""
         }
-        guard !token.isEmpty else {
-            throw ValidationError("no service token to accept: set \(tokenEnv) or pass --token-file")
+        let clientSecret = ProcessInfo.processInfo.environment[clientSecretEnv] ?? ""
+        if clientId != nil && clientSecret.isEmpty {
+            throw ValidationError("--client-id needs a client secret in \(clientSecretEnv)")
+        }
+        guard !token.isEmpty || clientId != nil else {
+            throw ValidationError("no service token to accept: set \(tokenEnv), pass --token-file, or use --client-id")
         }
         var certFile = cert ?? "", keyFile = key ?? ""
         var caFile = ""
@@ -68,7 +83,11 @@ struct SimulateUpstreamCommand: ParsableCommand {
                 caFile = caOut
             }
         }
-        var options = Simulator.Options(certFile: certFile, keyFile: keyFile, acceptedTokens: [token])
+        var options = Simulator.Options(certFile: certFile, keyFile: keyFile, acceptedTokens: token.isEmpty ? [] : [token])
+        options.clientID = clientId
+        options.clientSecret = clientSecret
+        options.expiresIn = expiresIn
+        options.tokenMode = Simulator.TokenMode(rawValue: tokenMode) ?? .ok
         options.address = address
         options.port = port
         options.mode = Simulator.Mode(rawValue: mode) ?? .ok

@@ -130,15 +130,22 @@ final class SimulatorProcess: @unchecked Sendable {
     let caFile: String
 
     init(dir: String, names: [String] = ["localhost", "127.0.0.1"], extra: [String] = [],
-         token: String = Harness.serviceToken) throws {
+         token: String = Harness.serviceToken, environment: [String: String] = [:]) throws {
         var args = ["simulate-upstream", "--port", "0", "--pki-dir", dir + "/sim-pki", "--slow-ms", "3000"]
         for n in names { args += ["--name", n] }
-        let child = try ChildProcess(arguments: args + extra, environment: ["HOOKSHOT_SERVICE_TOKEN": token])
+        var env = environment
+        env["HOOKSHOT_SERVICE_TOKEN"] = token
+        let child = try ChildProcess(arguments: args + extra, environment: env)
         self.child = child
         try child.wait("simulator listening") { ChildProcess.objects(child.stdoutLines).contains { $0["msg"] as? String == "listening" } }
         let line = ChildProcess.objects(child.stdoutLines).first { $0["msg"] as? String == "listening" }!
         port = line["port"] as! Int
         caFile = line["ca_file"] as! String
+    }
+
+    /// Token requests the simulator received (its `token_request` lines).
+    var tokenRequests: [[String: Any]] {
+        ChildProcess.objects(child.stdoutLines).filter { $0["msg"] as? String == "token_request" }
     }
 
     /// Requests the simulator received, as it printed them.

@@ -62,6 +62,21 @@ final class Metrics {
         out += "# TYPE hookgate_audit_refusals_total counter\nhookgate_audit_refusals_total \(auditRefusals)\n"
         gauge(&out, "hookgate_audit_queue_depth", "Audit records waiting for the writer.", audit.queueDepth)
         gauge(&out, "hookgate_audit_healthy", "1 when the last audit commit succeeded.", audit.healthy ? 1 : 0)
+        let tokens = gateway.tokens
+        out += "# HELP hookgate_token_requests_total OAuth2 token requests sent to the token endpoint.\n"
+        out += "# TYPE hookgate_token_requests_total counter\nhookgate_token_requests_total \(tokens.stats.requests)\n"
+        out += "# HELP hookgate_token_request_failures_total OAuth2 token requests that failed.\n"
+        out += "# TYPE hookgate_token_request_failures_total counter\nhookgate_token_request_failures_total \(tokens.stats.failures)\n"
+        out += "# HELP hookgate_upstream_token_rejections_total Upstream 401 answers (Hookshot refused the service token).\n"
+        out += "# TYPE hookgate_upstream_token_rejections_total counter\n"
+        out += "hookgate_upstream_token_rejections_total \(tokens.stats.upstreamRejections)\n"
+        let valid: Int
+        if case .success = tokens.current() { valid = 1 } else { valid = 0 }
+        gauge(&out, "hookgate_token_valid", "1 while a usable upstream access token is held.", valid)
+        if tokens.isOAuth2 {
+            out += "# HELP hookgate_token_seconds_left Seconds the current access token is still used for.\n"
+            out += "# TYPE hookgate_token_seconds_left gauge\nhookgate_token_seconds_left \(tokens.secondsLeft)\n"
+        }
         gauge(&out, "hookgate_upstream_connections", "Open upstream connections.", gateway.pool.openConnections)
         out += "# HELP hookgate_upstream_connections_opened_total Upstream connections opened (TLS handshakes).\n"
         out += "# TYPE hookgate_upstream_connections_opened_total counter\n"

@@ -62,6 +62,9 @@ enum ConfigBounds {
     static let upstreamMaxConnections = 1...4096
     static let auditMaxBodyBytes = 0...16_777_216
     static let auditMaxQueue = 1...1_000_000
+    static let refreshAtPercent = 10...95
+    static let tokenRetryMaxMs = 100...300_000
+    static let expiryMarginMs = 0...600_000
     static let auditBusyTimeoutMs = 0...60_000
     static let maxHeaderBytes = 1024...1_048_576
     static let maxBodyBytes = 1...67_108_864
@@ -407,8 +410,14 @@ final class ConfigValidator {
         }
         let clientID = string(&o, "client_id")
         let secret = secret(o.take("client_secret"), path: o.path(of: "client_secret"))
-        guard let tokenURL, let endpoint, let clientID, let secret else { return nil }
-        return OAuth2Config(tokenURL: tokenURL, tokenEndpoint: endpoint, clientID: clientID, clientSecret: secret)
+        let timeout = integer(&o, "timeout_ms", default: 5000, range: ConfigBounds.connectTimeoutMs)
+        let refreshAt = integer(&o, "refresh_at_percent", default: 50, range: ConfigBounds.refreshAtPercent)
+        let retryMax = integer(&o, "retry_max_ms", default: 5000, range: ConfigBounds.tokenRetryMaxMs)
+        let margin = integer(&o, "expiry_margin_ms", default: 60_000, range: ConfigBounds.expiryMarginMs)
+        guard let tokenURL, let endpoint, let clientID, let secret, let timeout, let refreshAt, let retryMax, let margin
+        else { return nil }
+        return OAuth2Config(tokenURL: tokenURL, tokenEndpoint: endpoint, clientID: clientID, clientSecret: secret,
+                            timeoutMs: timeout, refreshAtPercent: refreshAt, retryMaxMs: retryMax, expiryMarginMs: margin)
     }
 
     // MARK: - Teams

@@ -121,12 +121,26 @@ public struct OAuth2Config: Sendable, Equatable {
     public var tokenEndpoint: HTTPSURL
     public var clientID: String
     public var clientSecret: SecretSource
+    /// Deadline for one token request (connect included).
+    public var timeoutMs: Int
+    /// A token is replaced in the background once this share of its `expires_in` has passed.
+    public var refreshAtPercent: Int
+    /// Cap of the exponential backoff between failed token requests.
+    public var retryMaxMs: Int
+    /// A token is no longer used this long before it expires (at most a tenth of its life),
+    /// so that no call leaves with a dying token.
+    public var expiryMarginMs: Int
 
-    public init(tokenURL: String, tokenEndpoint: HTTPSURL, clientID: String, clientSecret: SecretSource) {
+    public init(tokenURL: String, tokenEndpoint: HTTPSURL, clientID: String, clientSecret: SecretSource,
+                timeoutMs: Int = 5000, refreshAtPercent: Int = 50, retryMaxMs: Int = 5000, expiryMarginMs: Int = 60_000) {
         self.tokenURL = tokenURL
         self.tokenEndpoint = tokenEndpoint
         self.clientID = clientID
         self.clientSecret = clientSecret
+        self.timeoutMs = timeoutMs
+        self.refreshAtPercent = refreshAtPercent
+        self.retryMaxMs = retryMaxMs
+        self.expiryMarginMs = expiryMarginMs
     }
 }
 

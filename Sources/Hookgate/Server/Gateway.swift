@@ -45,7 +45,7 @@ public final class Gateway {
     private(set) var config: GatewayConfig
     private(set) var policy: Policy
     private var limiter: RateLimiter
-    private var serviceToken: String
+    let tokens: TokenProvider
     let pool: UpstreamPool
     let audit: AuditWriter
     private var server: HTTPServer?
@@ -61,15 +61,15 @@ public final class Gateway {
     /// Drain: how long SIGTERM waits for calls in flight before exiting anyway.
     static let drainTimeoutMs = 30_000
 
-    init(configPath: String, config: GatewayConfig, serviceToken: String, logger: Logger) throws {
+    init(configPath: String, config: GatewayConfig, material: ServiceTokenMaterial, logger: Logger) throws {
         self.configPath = configPath
         self.config = config
         self.policy = Policy(config: config)
         self.limiter = RateLimiter(policy: policy)
-        self.serviceToken = serviceToken
         self.logger = logger
         self.loop = EventLoop()
         let tls = try TLSClientContext(caFile: config.upstream.caFile)
+        tokens = TokenProvider(loop: loop, material: material, tls: tls, logger: logger)
         let up = config.upstream
         pool = UpstreamPool(loop: loop, tls: tls, options: UpstreamOptions(
             host: up.host, port: up.port, connectTimeoutMs: up.connectTimeoutMs, timeoutMs: up.timeoutMs,
@@ -95,8 +95,8 @@ public final class Gateway {
         }
         let gateway: Gateway
         do {
-            let token = try ServiceTokenLoader.load(config.upstream.serviceToken)
-            gateway = try Gateway(configPath: configPath, config: config, serviceToken: token, logger: logger)
+            let material = try ServiceTokenMaterial.load(config.upstream.serviceToken)
+            gateway = try Gateway(configPath: configPath, config: config, material: material, logger: logger)
             try gateway.start()
         } catch {
             logger.error("cannot start", metadata: ["error": "\(error)"])
@@ -113,6 +113,11 @@ public final class Gateway {
     func start() throws {
         let resolver = Resolver(loop: loop, host: config.upstream.host, port: config.upstream.port, pool: LoopBound(pool), logger: logger)
         resolver.start(waitFirstMs: 2000)
+        if let tokenPool = tokens.tokenPool {
+            Resolver(loop: loop, host: tokenPool.options.host, port: tokenPool.options.port, pool: LoopBound(tokenPool),
+                     logger: logger).start(waitFirstMs: 2000)
+        }
+        tokens.start()
         let listenTLS = try config.listen.tls.map { try TLSServerContext(certFile: $0.certFile, keyFile: $0.keyFile) }
         server = try HTTPServer(loop: loop, address: config.listen.address, port: config.listen.port, tls: listenTLS,
                                 backstopHeaderBytes: max(64 * 1024, config.limits.maxHeaderBytes * 2),
@@ -183,7 +188,20 @@ public final class Gateway {
     }
 
     private func forward(_ exchange: Exchange, _ plan: ForwardPlan) {
-        let call = UpstreamCall(path: plan.target.path, serviceToken: serviceToken, requestID: exchange.id,
+        let token: String
+        switch tokens.current() {
+        case .success(let t):
+            token = t
+        case .failure(let unavailable):
+            // Without a valid token nothing is sent upstream.
+            let refusal = Refusal.upstreamError(unavailable.description)
+            record(exchange, [.response(responseRecord(exchange, decision: refusal.decision, status: refusal.status,
+                                                       detail: refusal.detail, upstream: nil))]) { [unowned self] in
+                self.send(exchange, refusal: refusal)
+            }
+            return
+        }
+        let call = UpstreamCall(path: plan.target.path, serviceToken: token, requestID: exchange.id,
                                 options: pool.options)
         let sentAt = EventLoop.monotonicNanos()
         exchange.forwarded = true
@@ -195,6 +213,7 @@ public final class Gateway {
                 exchange.upstreamStatus = response.status
                 self.metrics.observeUpstream(seconds: ms / 1000, status: response.status)
                 if response.status == 401 {
+                    self.tokens.upstreamRejected(token)
                     let refusal = Refusal.upstreamError(
                         "Hookshot refused the gateway's service token (upstream 401); the caller's key is not at fault")
                     self.record(exchange, [.response(self.responseRecord(exchange, decision: refusal.decision, status: 502,
@@ -340,7 +359,7 @@ public final class Gateway {
     func notReadyReasons() -> [String] {
         var reasons: [String] = []
         if draining { reasons.append("draining") }
-        if serviceToken.isEmpty { reasons.append("no upstream service token") }
+        if case .failure(let unavailable) = tokens.current() { reasons.append(unavailable.description) }
         let auditStatus = audit.currentStatus
         if !auditStatus.healthy { reasons.append("audit log not writable: \(auditStatus.lastError ?? "unknown error")") }
         return reasons
@@ -396,14 +415,25 @@ public final class Gateway {
         let path = configPath
         let bound = LoopBound(self)
         Thread.detachNewThread {
-            let result: Result<(GatewayConfig, String?), ConfigError>
+            let result: Result<Reloaded, ConfigError>
             do throws(ConfigError) {
                 let config = try GatewayConfig.load(path: path)
-                var token: String? = nil
-                if case .file = config.upstream.serviceToken {
-                    token = try? ServiceTokenLoader.load(config.upstream.serviceToken)
+                // A token or secret file is re-read; an unreadable one rejects the reload.
+                let material: ServiceTokenMaterial
+                do {
+                    material = try ServiceTokenMaterial.load(config.upstream.serviceToken)
+                } catch {
+                    throw ConfigError(problems: [ConfigProblem(path: "upstream.service_token", message: "\(error)")])
                 }
-                result = .success((config, token))
+                var listenTLS: TLSServerContext? = nil
+                if let files = config.listen.tls {
+                    do {
+                        listenTLS = try TLSServerContext(certFile: files.certFile, keyFile: files.keyFile)
+                    } catch {
+                        throw ConfigError(problems: [ConfigProblem(path: "listen.tls", message: "\(error)")])
+                    }
+                }
+                result = .success(Reloaded(config: config, material: material, listenTLS: listenTLS))
             } catch {
                 result = .failure(error)
             }
@@ -412,7 +442,13 @@ public final class Gateway {
         }
     }
 
-    private func applyReload(_ result: Result<(GatewayConfig, String?), ConfigError>) {
+    private struct Reloaded {
+        var config: GatewayConfig
+        var material: ServiceTokenMaterial
+        var listenTLS: TLSServerContext?
+    }
+
+    private func applyReload(_ result: Result<Reloaded, ConfigError>) {
         switch result {
         case .failure(let error):
             metrics.countReload(ok: false)
@@ -420,7 +456,8 @@ public final class Gateway {
                 logger.error("reload rejected: invalid configuration, the old one stays in force",
                              metadata: ["config.path": "\(problem.path)", "problem": "\(problem.message)"])
             }
-        case .success(let (newConfig, token)):
+        case .success(let reloaded):
+            let newConfig = reloaded.config
             var restart: [String] = []
             if newConfig.listen != config.listen { restart.append("listen") }
             if newConfig.admin != config.admin { restart.append("admin") }
@@ -431,6 +468,19 @@ public final class Gateway {
                 || newConfig.upstream.timeoutMs != config.upstream.timeoutMs {
                 restart.append("upstream")
             }
+            let sameTokenKind: Bool
+            switch (newConfig.upstream.serviceToken, config.upstream.serviceToken) {
+            case (.oauth2(let a), .oauth2(let b)): sameTokenKind = a.tokenURL == b.tokenURL && a.clientID == b.clientID
+            case (.oauth2, _), (_, .oauth2): sameTokenKind = false
+            default: sameTokenKind = true
+            }
+            if sameTokenKind {
+                tokens.replace(reloaded.material)
+            } else {
+                restart.append("upstream.service_token")
+            }
+            // A renewed listener certificate applies to new connections.
+            if let tls = reloaded.listenTLS, newConfig.listen.tls != nil, config.listen.tls != nil { server?.replaceTLS(tls) }
             let newPolicy = Policy(config: newConfig)
             limiter = limiter.reconfigured(for: newPolicy)
             policy = newPolicy
@@ -441,7 +491,6 @@ public final class Gateway {
             kept.audit.path = config.audit.path
             kept.upstream = config.upstream
             config = kept
-            if let token { serviceToken = token }
             metrics.countReload(ok: true)
             var meta: Logger.Metadata = ["config.version": "\(newConfig.version)", "teams": .stringConvertible(newConfig.teams.count)]
             if !restart.isEmpty { meta["needs_restart"] = "\(restart.joined(separator: ","))" }

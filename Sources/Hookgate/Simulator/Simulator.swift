@@ -20,12 +20,21 @@ public final class Simulator {
         public var acceptedTokens: [String]
         public var mode: Mode = .ok
         public var slowMs = 3000
+        /// OAuth2 client credentials accepted by `POST /auth/token` (nil: no token endpoint).
+        public var clientID: String?
+        public var clientSecret: String?
+        /// `expires_in` of issued tokens, in seconds.
+        public var expiresIn = 43_200
+        /// The token endpoint's behaviour; SIGUSR1 switches it to `fail`, SIGUSR2 back to `ok`.
+        public var tokenMode: TokenMode = .ok
         public init(certFile: String, keyFile: String, acceptedTokens: [String]) {
             self.certFile = certFile
             self.keyFile = keyFile
             self.acceptedTokens = acceptedTokens
         }
     }
+
+    public enum TokenMode: String, Sendable, CaseIterable { case ok, fail, slow }
 
     /// Per-request behaviour by the request id's first group (documented prefixes).
     static func mode(forRequestID id: String) -> Mode? {
@@ -45,11 +54,14 @@ public final class Simulator {
     private var timers: [ObjectIdentifier: LoopTimer] = [:]
     private var signals: [SignalWatcher] = []
     private let tenantID = RequestID.make()
+    private var issued: [String: Date] = [:]
+    private var tokenMode: TokenMode
     private let out = LineWriter.stdout
     public private(set) var port = 0
 
     public init(options: Options) throws {
         self.options = options
+        self.tokenMode = options.tokenMode
         let tls = try TLSServerContext(certFile: options.certFile, keyFile: options.keyFile)
         server = try HTTPServer(loop: loop, address: options.address, port: options.port, tls: tls) { [unowned self] req in
             self.handle(req)
@@ -66,6 +78,14 @@ public final class Simulator {
                 self.loop.stop()
             })
         }
+        signals.append(SignalWatcher(loop: loop, signal: SIGUSR1) { [unowned self] in
+            self.tokenMode = .fail
+            self.out.write(#"{"msg":"token_mode","mode":"fail"}"#)
+        })
+        signals.append(SignalWatcher(loop: loop, signal: SIGUSR2) { [unowned self] in
+            self.tokenMode = .ok
+            self.out.write(#"{"msg":"token_mode","mode":"ok"}"#)
+        })
         var line = "{\"msg\":\"listening\",\"address\":\(JSON.string(options.address)),\"port\":\(port)"
         for (k, v) in extra.sorted(by: { $0.key < $1.key }) { line += ",\(JSON.string(k)):\(JSON.string(v))" }
         out.write(line + "}")
@@ -78,10 +98,12 @@ public final class Simulator {
         let path = String(target.prefix { $0 != "?" })
         let pieces = path.split(separator: "/", omittingEmptySubsequences: false)
         let isRedeliver = pieces.count == 6 && pieces[1] == "hooks" && pieces[3] == "requests" && pieces[5] == "redeliver"
+        if path == "/auth/token", options.clientID != nil {
+            handleToken(req, target: target)
+            return
+        }
         let auth = req.headerValues("Authorization").first
-        let authorized = auth.map { value in
-            options.acceptedTokens.contains { "Bearer \($0)" == value }
-        } ?? false
+        let authorized = auth.map(isAcceptedBearer) ?? false
         var mode = options.mode
         if isRedeliver, let perRequest = Simulator.mode(forRequestID: String(pieces[4])) { mode = perRequest }
         record(req, path: path, target: target, authorized: authorized, mode: isRedeliver ? mode.rawValue : "none")
@@ -114,6 +136,78 @@ public final class Simulator {
             }
         case .ok, .unauthorized:
             reply(req, 200, json: event(hook: hook, request: request))
+        }
+    }
+
+    private func isAcceptedBearer(_ header: String) -> Bool {
+        guard header.hasPrefix("Bearer ") else { return false }
+        let token = String(header.dropFirst(7))
+        if options.acceptedTokens.contains(token) { return true }
+        if let expiry = issued[token] { return expiry > Date() }
+        return false
+    }
+
+    /// `POST /auth/token`: Bold Penguin's client-credentials grant, in the current form
+    /// (`grant_type` in the query, Basic credentials) or the older one (form fields in the body).
+    private func handleToken(_ req: IncomingRequest, target: String) {
+        var fields: [String: String] = [:]
+        let query = target.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+        let body = String(decoding: req.body, as: UTF8.self)
+        for part in (query + "&" + body).split(separator: "&") {
+            let kv = part.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
+            if kv.count == 2 { fields[kv[0]] = kv[1] }
+        }
+        var clientID = fields["client_id"], secret = fields["client_secret"]
+        if let auth = req.headerValues("Authorization").first, auth.lowercased().hasPrefix("basic "),
+           let decoded = Data(base64Encoded: String(auth.dropFirst(6))).map({ String(decoding: $0, as: UTF8.self) }),
+           let colon = decoded.firstIndex(of: ":") {
+            clientID = String(decoded[..<colon])
+            secret = String(decoded[decoded.index(after: colon)...])
+        }
+        let outcome: String
+        defer {
+            out.write("{\"msg\":\"token_request\",\"ts\":\"\(Timestamp.rfc3339(Date()))\",\"method\":\(JSON.string(req.method)),"
+                      + "\"grant_type\":\(JSON.string(fields["grant_type"] ?? "")),\"outcome\":\"\(outcome)\"}")
+        }
+        guard req.method == "POST" else {
+            outcome = "method_not_allowed"
+            reply(req, 405, json: #"{"error":"method_not_allowed"}"#)
+            return
+        }
+        switch tokenMode {
+        case .fail:
+            outcome = "failed"
+            reply(req, 503, json: #"{"error":"temporarily_unavailable"}"#)
+            return
+        case .slow, .ok:
+            break
+        }
+        guard fields["grant_type"] == "client_credentials" else {
+            outcome = "unsupported_grant_type"
+            reply(req, 400, json: #"{"error":"unsupported_grant_type"}"#)
+            return
+        }
+        guard clientID == options.clientID, secret == options.clientSecret else {
+            outcome = "invalid_client"
+            reply(req, 401, json: #"{"error":"invalid_client"}"#)
+            return
+        }
+        outcome = "issued"
+        let now = Date()
+        issued = issued.filter { $0.value > now }
+        let token = "sim-at-" + Hex.encode(SecureRandom.bytes(24))
+        issued[token] = now.addingTimeInterval(TimeInterval(options.expiresIn))
+        let json = "{\"access_token\":\"\(token)\",\"token_type\":\"bearer\",\"expires_in\":\(options.expiresIn),"
+            + "\"refresh_token\":\"sim-rt-\(Hex.encode(SecureRandom.bytes(8)))\",\"scope\":\"\",\"uid\":\"\(RequestID.make())\","
+            + "\"info\":{\"simulated\":true}}"
+        if tokenMode == .slow {
+            let key = ObjectIdentifier(req)
+            timers[key] = loop.timer(after: options.slowMs) { [unowned self] in
+                self.timers[key] = nil
+                self.reply(req, 200, json: json)
+            }
+        } else {
+            reply(req, 200, json: json)
         }
     }
 

@@ -8,7 +8,7 @@ enum ProcessSignals {
         signal(SIGPIPE, SIG_IGN)
         var set = sigset_t()
         sigemptyset(&set)
-        for sig in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, sig) }
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2] { sigaddset(&set, sig) }
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 }

@@ -1,46 +1,57 @@
 import Foundation
 
-/// Reads the static service token (`{"env"}` or `{"file"}`). The token is kept in memory
-/// only; it is never logged, echoed or stored.
-public enum ServiceTokenLoader {
+/// Reads secrets from where the config points (`{"env"}` or `{"file"}`). Secrets are kept
+/// in memory only; they are never logged, echoed or stored.
+public enum SecretLoader {
     public struct Failure: Error, CustomStringConvertible, Sendable {
         public var description: String
     }
 
-    public static func load(_ source: ServiceTokenSource) throws -> String {
-        try load(source, environment: ProcessInfo.processInfo.environment)
-    }
-
-    public static func load(_ source: ServiceTokenSource, environment: [String: String]) throws -> String {
+    /// `what` names the config key in messages, e.g. `upstream.service_token`.
+    public static func read(_ source: SecretSource, what: String,
+                            environment: [String: String] = [:]) throws -> String {
+        let env = environment.isEmpty ? ProcessInfo.processInfo.environment : environment
         switch source {
         case .env(let name):
-            guard let value = environment[name] else {
-                throw Failure(description: "upstream.service_token: environment variable \(name) is not set")
+            guard let value = env[name] else {
+                throw Failure(description: "\(what): environment variable \(name) is not set")
             }
-            let token = value.trimmingCharacters(in: .whitespacesAndNewlines)
-            guard !token.isEmpty else {
-                throw Failure(description: "upstream.service_token: environment variable \(name) is empty")
-            }
-            return try checked(token, from: "environment variable \(name)")
+            let secret = value.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !secret.isEmpty else { throw Failure(description: "\(what): environment variable \(name) is empty") }
+            return try checked(secret, what: what, from: "environment variable \(name)")
         case .file(let path):
             guard let data = FileManager.default.contents(atPath: path) else {
-                throw Failure(description: "upstream.service_token: cannot read file \(path)")
+                throw Failure(description: "\(what): cannot read file \(path)")
             }
-            let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            guard !token.isEmpty else {
-                throw Failure(description: "upstream.service_token: file \(path) is empty")
-            }
-            return try checked(token, from: "file \(path)")
-        case .oauth2:
-            throw Failure(description: "upstream.service_token: oauth2 is not supported by this version yet; use {\"env\": NAME} or {\"file\": PATH}")
+            let secret = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !secret.isEmpty else { throw Failure(description: "\(what): file \(path) is empty") }
+            return try checked(secret, what: what, from: "file \(path)")
         }
     }
 
-    /// A token goes into a header line: refuse anything that could break it.
-    private static func checked(_ token: String, from origin: String) throws -> String {
-        guard token.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
-            throw Failure(description: "upstream.service_token: the token in \(origin) contains spaces or control characters")
+    /// A secret goes into a header line: refuse anything that could break it.
+    private static func checked(_ secret: String, what: String, from origin: String) throws -> String {
+        guard secret.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f }) else {
+            throw Failure(description: "\(what): the value in \(origin) contains spaces or control characters")
         }
-        return token
+        return secret
+    }
+}
+
+/// The secret material of `upstream.service_token`, read once at start (and on reload).
+public enum ServiceTokenMaterial: Sendable {
+    case staticToken(String)
+    case oauth2(OAuth2Config, clientSecret: String)
+
+    public static func load(_ source: ServiceTokenSource) throws -> ServiceTokenMaterial {
+        switch source {
+        case .env(let name):
+            return .staticToken(try SecretLoader.read(.env(name), what: "upstream.service_token"))
+        case .file(let path):
+            return .staticToken(try SecretLoader.read(.file(path), what: "upstream.service_token"))
+        case .oauth2(let config):
+            return .oauth2(config, clientSecret: try SecretLoader.read(config.clientSecret,
+                                                                       what: "upstream.service_token.oauth2.client_secret"))
+        }
     }
 }

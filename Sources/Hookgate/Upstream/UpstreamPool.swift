@@ -73,6 +73,9 @@ public struct UpstreamOptions: Sendable, Equatable {
 public struct UpstreamCall {
     let head: [UInt8]
 
+    /// A request exactly as given (the token request, built by `TokenProvider`).
+    init(head: String) { self.head = Array(head.utf8) }
+
     public init(path: String, serviceToken: String, requestID: String, options: UpstreamOptions) {
         var text = "POST \(path) HTTP/1.1\r\n"
         text += "Host: \(options.hostHeader)\r\n"

@@ -92,7 +92,6 @@ struct SimulateUpstreamCommand: ParsableCommand {
         options.port = port
         options.mode = Simulator.Mode(rawValue: mode) ?? .ok
         options.slowMs = slowMs
-        let simulator = try Simulator(options: options)
-        simulator.run(announce: caFile.isEmpty ? [:] : ["ca_file": caFile])
+        try Simulator.run(options: options, announce: caFile.isEmpty ? [:] : ["ca_file": caFile])
     }
 }

@@ -77,6 +77,12 @@ final class Metrics {
             out += "# HELP hookgate_token_seconds_left Seconds the current access token is still used for.\n"
             out += "# TYPE hookgate_token_seconds_left gauge\nhookgate_token_seconds_left \(tokens.secondsLeft)\n"
         }
+        gauge(&out, "hookgate_client_connections", "Open caller connections on the main listener.", gateway.clientConnections.open)
+        out += "# HELP hookgate_client_connections_accepted_total Caller connections accepted.\n"
+        out += "# TYPE hookgate_client_connections_accepted_total counter\n"
+        out += "hookgate_client_connections_accepted_total \(gateway.clientConnections.accepted)\n"
+        out += "# HELP hookgate_client_timeouts_total Caller connections dropped for not sending a whole request in time.\n"
+        out += "# TYPE hookgate_client_timeouts_total counter\nhookgate_client_timeouts_total \(gateway.clientConnections.dropped)\n"
         gauge(&out, "hookgate_upstream_connections", "Open upstream connections.", gateway.pool.openConnections)
         out += "# HELP hookgate_upstream_connections_opened_total Upstream connections opened (TLS handshakes).\n"
         out += "# TYPE hookgate_upstream_connections_opened_total counter\n"

@@ -47,6 +47,18 @@ public final class EventLoop: @unchecked Sendable {
         }
     }
 
+    /// Runs `work` on the next loop iteration; for use on the loop thread only (no Sendable
+    /// requirement, unlike `execute`).
+    func soon(_ work: @escaping () -> Void) {
+        let box = Unmanaged.passRetained(LocalWorkBox(work)).toOpaque()
+        var now = timeval(tv_sec: 0, tv_usec: 0)
+        let rc = event_base_once(base, -1, Int16(EV_TIMEOUT), { _, _, arg in
+            guard let arg else { return }
+            Unmanaged<LocalWorkBox>.fromOpaque(arg).takeRetainedValue().work()
+        }, box, &now)
+        if rc != 0 { Unmanaged<LocalWorkBox>.fromOpaque(box).release() }
+    }
+
     /// A one-shot timer that calls `fire` on the loop after `milliseconds`.
     /// The returned timer cancels itself when released.
     func timer(after milliseconds: Int, _ fire: @escaping () -> Void) -> LoopTimer {
@@ -61,6 +73,11 @@ public final class EventLoop: @unchecked Sendable {
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
+}
+
+private final class LocalWorkBox {
+    let work: () -> Void
+    init(_ work: @escaping () -> Void) { self.work = work }
 }
 
 private final class WorkBox {

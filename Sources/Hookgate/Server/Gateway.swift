@@ -61,13 +61,15 @@ public final class Gateway {
     /// Drain: how long SIGTERM waits for calls in flight before exiting anyway.
     static let drainTimeoutMs = 30_000
 
-    init(configPath: String, config: GatewayConfig, material: ServiceTokenMaterial, logger: Logger) throws {
+    /// `loop` is the caller's, who keeps it alive until this gateway (and every event it
+    /// created on it) is gone: an event must never outlive its base.
+    init(loop: EventLoop, configPath: String, config: GatewayConfig, material: ServiceTokenMaterial, logger: Logger) throws {
         self.configPath = configPath
         self.config = config
         self.policy = Policy(config: config)
         self.limiter = RateLimiter(policy: policy)
         self.logger = logger
-        self.loop = EventLoop()
+        self.loop = loop
         let tls = try TLSClientContext(caFile: config.upstream.caFile)
         tokens = TokenProvider(loop: loop, material: material, tls: tls, logger: logger)
         let up = config.upstream
@@ -93,21 +95,24 @@ public final class Gateway {
             LineWriter.stderr.flush()
             return 1
         }
-        let gateway: Gateway
-        do {
-            let material = try ServiceTokenMaterial.load(config.upstream.serviceToken)
-            gateway = try Gateway(configPath: configPath, config: config, material: material, logger: logger)
-            try gateway.start()
-        } catch {
-            logger.error("cannot start", metadata: ["error": "\(error)"])
+        let loop = EventLoop()
+        return withExtendedLifetime(loop) {
+            let gateway: Gateway
+            do {
+                let material = try ServiceTokenMaterial.load(config.upstream.serviceToken)
+                gateway = try Gateway(loop: loop, configPath: configPath, config: config, material: material, logger: logger)
+                try gateway.start()
+            } catch {
+                logger.error("cannot start", metadata: ["error": "\(error)"])
+                LineWriter.stderr.flush()
+                return 1
+            }
+            loop.run()
+            gateway.audit.flushAndStop()
+            gateway.logger.info("stopped", metadata: ["in_flight": .stringConvertible(gateway.inFlight)])
             LineWriter.stderr.flush()
-            return 1
+            return 0
         }
-        gateway.loop.run()
-        gateway.audit.flushAndStop()
-        gateway.logger.info("stopped", metadata: ["in_flight": .stringConvertible(gateway.inFlight)])
-        LineWriter.stderr.flush()
-        return 0
     }
 
     func start() throws {
@@ -119,9 +124,13 @@ public final class Gateway {
         }
         tokens.start()
         let listenTLS = try config.listen.tls.map { try TLSServerContext(certFile: $0.certFile, keyFile: $0.keyFile) }
+        var limits = HTTPServer.Limits()
+        limits.maxConnections = config.limits.maxConnections
+        limits.requestDeadlineMs = config.limits.clientTimeoutMs
+        limits.backstopHeaderBytes = max(64 * 1024, config.limits.maxHeaderBytes * 2)
+        limits.backstopBodyBytes = max(1 << 20, config.limits.maxBodyBytes * 4)
         server = try HTTPServer(loop: loop, address: config.listen.address, port: config.listen.port, tls: listenTLS,
-                                backstopHeaderBytes: max(64 * 1024, config.limits.maxHeaderBytes * 2),
-                                backstopBodyBytes: max(1 << 20, config.limits.maxBodyBytes * 4)) { [unowned self] req in
+                                limits: limits) { [unowned self] req in
             self.handle(req)
         }
         admin = try HTTPServer(loop: loop, address: config.admin.address, port: config.admin.port, tls: nil) { [unowned self] req in
@@ -366,6 +375,10 @@ public final class Gateway {
     }
 
     var inFlightCalls: Int { inFlight }
+
+    var clientConnections: (open: Int, accepted: Int, dropped: Int) {
+        (server?.openConnections ?? 0, server?.acceptedConnections ?? 0, server?.droppedSlowClients ?? 0)
+    }
 
     // MARK: - Signals
 

@@ -8,51 +8,65 @@ public struct ServerError: Error, CustomStringConvertible, Sendable {
 
 /// An evhttp listener on the loop. Plain HTTP, or TLS terminated with a `TLSServerContext`.
 ///
-/// Ownership: owns its `evhttp` (freed in `close()`/`deinit`, which also closes the bound
-/// socket and every connection). evhttp callbacks get an unretained pointer to the server,
-/// valid because the evhttp dies first.
+/// evhttp has no connection cap and only an idle timer, so the server tracks every
+/// connection itself: it creates each connection's bufferevent (evhttp's `bevcb`, called on
+/// accept), adopts the evhttp connection on the next loop turn (its close callback then
+/// tells us when it goes), pauses accepting at `maxConnections` (new connections wait in
+/// the kernel's backlog) and drops a client that has not sent a whole request within
+/// `requestDeadlineMs` of connecting or of its previous answer (slowloris).
+///
+/// Ownership: owns its `evhttp` (freed in `close()`/`deinit`, which closes the bound socket
+/// and every connection). evhttp callbacks get an unretained pointer to the server, valid
+/// because the evhttp dies first.
 final class HTTPServer {
     typealias Handler = (IncomingRequest) -> Void
 
+    struct Limits {
+        var maxConnections = Int.max
+        var requestDeadlineMs: Int? = nil
+        var backstopHeaderBytes = 64 * 1024
+        var backstopBodyBytes = 1 << 20
+        var idleTimeoutSeconds = 60
+    }
+
+    private let loop: EventLoop
     private var http: OpaquePointer?
     private let handler: Handler
     private var tls: TLSServerContext?
+    private let limits: Limits
     private(set) var boundPort: Int = 0
     private var boundSocket: OpaquePointer?
+    private var clients: [OpaquePointer: ClientConnection] = [:]
+    private(set) var openConnections = 0
+    private(set) var acceptedConnections = 0
+    private(set) var droppedSlowClients = 0
+    private var paused = false
 
     /// evhttp's own limits are a backstop only (it answers them itself, without our headers
     /// or audit): the configured limits are enforced by the handler, below these.
-    init(loop: EventLoop, address: String, port: Int, tls: TLSServerContext?,
-         backstopHeaderBytes: Int = 64 * 1024, backstopBodyBytes: Int = 1 << 20,
-         idleTimeoutSeconds: Int = 60, handler: @escaping Handler) throws {
+    init(loop: EventLoop, address: String, port: Int, tls: TLSServerContext?, limits: Limits = Limits(),
+         handler: @escaping Handler) throws {
+        self.loop = loop
         self.handler = handler
         self.tls = tls
+        self.limits = limits
         guard let http = evhttp_new(loop.base) else { throw ServerError(description: "evhttp_new failed") }
         self.http = http
         let methods = [EVHTTP_REQ_GET, EVHTTP_REQ_POST, EVHTTP_REQ_HEAD, EVHTTP_REQ_PUT, EVHTTP_REQ_DELETE,
                        EVHTTP_REQ_OPTIONS, EVHTTP_REQ_TRACE, EVHTTP_REQ_CONNECT, EVHTTP_REQ_PATCH]
             .reduce(UInt32(0)) { $0 | $1.rawValue }
         evhttp_set_allowed_methods(http, UInt16(methods))
-        evhttp_set_max_headers_size(http, backstopHeaderBytes)
-        evhttp_set_max_body_size(http, backstopBodyBytes)
-        evhttp_set_timeout(http, Int32(idleTimeoutSeconds))
+        evhttp_set_max_headers_size(http, limits.backstopHeaderBytes)
+        evhttp_set_max_body_size(http, limits.backstopBodyBytes)
+        evhttp_set_timeout(http, Int32(limits.idleTimeoutSeconds))
         let me = Unmanaged.passUnretained(self).toOpaque()
         evhttp_set_gencb(http, { req, arg in
             guard let req, let arg else { return }
-            let server = Unmanaged<HTTPServer>.fromOpaque(arg).takeUnretainedValue()
-            // A TLS reply leaves as one record per buffer chunk (head, body): without
-            // TCP_NODELAY, Nagle holds the second until the peer's delayed ACK (~40 ms).
-            if let conn = evhttp_request_get_connection(req), let bev = evhttp_connection_get_bufferevent(conn) {
-                TCPOptions.setNoDelay(bufferevent_getfd(bev))
-            }
-            server.handler(IncomingRequest(req))
+            Unmanaged<HTTPServer>.fromOpaque(arg).takeUnretainedValue().received(req)
         }, me)
-        if tls != nil {
-            evhttp_set_bevcb(http, { base, arg in
-                let server = Unmanaged<HTTPServer>.fromOpaque(arg!).takeUnretainedValue()
-                return server.makeTLSBufferevent(base)
-            }, me)
-        }
+        evhttp_set_bevcb(http, { base, arg in
+            Unmanaged<HTTPServer>.fromOpaque(arg!).takeUnretainedValue().accepted(base)
+        }, me)
         guard let handle = evhttp_bind_socket_with_handle(http, address, UInt16(port)) else {
             throw ServerError(description: "cannot listen on \(address):\(port): \(String(cString: strerror(errno)))")
         }
@@ -60,12 +74,86 @@ final class HTTPServer {
         boundPort = HTTPServer.localPort(of: evhttp_bound_socket_get_fd(handle))
     }
 
-    private func makeTLSBufferevent(_ base: OpaquePointer?) -> OpaquePointer? {
-        guard let tls, let ssl = tls.makeSSL() else { return nil }
-        // The bufferevent owns the SSL from here on (freed with the connection).
-        return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                              Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+    /// evhttp accepted a connection and asks for its bufferevent.
+    private func accepted(_ base: OpaquePointer?) -> OpaquePointer? {
+        let bev: OpaquePointer?
+        if let tls {
+            guard let ssl = tls.makeSSL() else { return nil }
+            // The bufferevent owns the SSL from here on (freed with the connection).
+            bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                 Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        } else {
+            bev = bufferevent_socket_new(base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        }
+        guard let bev else { return nil }
+        openConnections += 1
+        acceptedConnections += 1
+        if openConnections >= limits.maxConnections { pauseAccepting() }
+        // evhttp wires the connection to this bufferevent after we return; adopt it on the
+        // next turn. Our reference keeps the bufferevent valid even if it closes first.
+        bufferevent_incref(bev)
+        loop.soon { [unowned self] in self.adopt(bev) }
+        return bev
     }
+
+    private func adopt(_ bev: OpaquePointer) {
+        defer { bufferevent_decref(bev) }
+        var arg: UnsafeMutableRawPointer?
+        bufferevent_getcb(bev, nil, nil, nil, &arg)
+        guard let arg, http != nil else {
+            connectionGone()  // closed before we could adopt it
+            return
+        }
+        let evcon = OpaquePointer(arg)
+        let client = ClientConnection(evcon: evcon, server: self)
+        clients[evcon] = client
+        evhttp_connection_set_closecb(evcon, { evcon, arg in
+            guard let evcon, let arg else { return }
+            Unmanaged<HTTPServer>.fromOpaque(arg).takeUnretainedValue().closed(evcon)
+        }, Unmanaged.passUnretained(self).toOpaque())
+        client.armDeadline()
+        // A TLS reply leaves as one record per buffer chunk (head, body): without
+        // TCP_NODELAY, Nagle holds the second until the peer's delayed ACK (~40 ms).
+        TCPOptions.setNoDelay(bufferevent_getfd(bev))
+    }
+
+    private func closed(_ evcon: OpaquePointer) {
+        if let client = clients.removeValue(forKey: evcon) { client.cancelDeadline() }
+        connectionGone()
+    }
+
+    private func connectionGone() {
+        openConnections -= 1
+        if paused && openConnections < limits.maxConnections { resumeAccepting() }
+    }
+
+    private func pauseAccepting() {
+        guard !paused, let boundSocket, let listener = evhttp_bound_socket_get_listener(boundSocket) else { return }
+        paused = evconnlistener_disable(listener) == 0
+    }
+
+    private func resumeAccepting() {
+        guard paused else { return }
+        paused = false
+        if let boundSocket, let listener = evhttp_bound_socket_get_listener(boundSocket) { evconnlistener_enable(listener) }
+    }
+
+    private func received(_ req: OpaquePointer) {
+        var client: ClientConnection?
+        if let evcon = evhttp_request_get_connection(req) {
+            client = clients[evcon]
+            client?.cancelDeadline()
+        }
+        handler(IncomingRequest(req, client: client))
+    }
+
+    fileprivate func dropSlowClient(_ evcon: OpaquePointer) {
+        droppedSlowClients += 1
+        evhttp_connection_free(evcon)  // calls our close callback
+    }
+
+    var requestDeadlineMs: Int? { limits.requestDeadlineMs }
+    var eventLoop: EventLoop { loop }
 
     /// Swaps the certificate for new connections (SIGHUP after a renewal).
     func replaceTLS(_ context: TLSServerContext) { tls = context }
@@ -75,12 +163,20 @@ final class HTTPServer {
         if let http, let boundSocket {
             evhttp_del_accept_socket(http, boundSocket)
             self.boundSocket = nil
+            paused = false
         }
     }
 
     func close() {
         if let http {
             self.http = nil
+            // evhttp_free closes every connection: detach our close callbacks first, so that
+            // none calls back into a server that may be in its deinit.
+            for (evcon, client) in clients {
+                client.cancelDeadline()
+                evhttp_connection_set_closecb(evcon, nil, nil)
+            }
+            clients.removeAll()
             evhttp_free(http)
         }
     }
@@ -103,14 +199,47 @@ final class HTTPServer {
     }
 }
 
+/// One client connection of an `HTTPServer` (loop thread only): its request deadline.
+/// It does not own the evhttp connection (evhttp does); the server forgets it in the
+/// connection's close callback.
+final class ClientConnection {
+    private let evcon: OpaquePointer
+    private unowned let server: HTTPServer
+    private var deadline: LoopTimer?
+
+    init(evcon: OpaquePointer, server: HTTPServer) {
+        self.evcon = evcon
+        self.server = server
+    }
+
+    /// From now, the client has `requestDeadlineMs` to deliver a whole request.
+    func armDeadline() {
+        guard let ms = server.requestDeadlineMs else { return }
+        deadline?.cancel()
+        deadline = server.eventLoop.timer(after: ms) { [unowned self] in
+            self.deadline = nil
+            self.server.dropSlowClient(self.evcon)
+        }
+    }
+
+    func cancelDeadline() {
+        deadline?.cancel()
+        deadline = nil
+    }
+}
+
 /// One request received by evhttp; valid on the loop thread until `respond` is called,
 /// which must happen exactly once (evhttp frees the request after sending the reply, or
 /// at once if the client has gone).
 final class IncomingRequest {
     private let req: OpaquePointer
+    private weak var client: ClientConnection?
     private(set) var responded = false
 
-    init(_ req: OpaquePointer) { self.req = req }
+    init(_ req: OpaquePointer, client: ClientConnection? = nil) {
+        self.req = req
+        self.client = client
+    }
 
     var method: String {
         switch evhttp_request_get_command(req) {
@@ -219,6 +348,9 @@ final class IncomingRequest {
             }, box)
         }
         evhttp_send_reply(req, Int32(status), reason ?? HTTPStatus.reason(status), buffer)
+        // The next request on this connection has its own deadline (the client may be gone:
+        // the weak reference is then nil).
+        client?.armDeadline()
     }
 }
 

@@ -49,7 +49,9 @@ public final class Simulator {
     }
 
     private let options: Options
-    private let loop = EventLoop()
+    /// Given by the caller, who keeps it alive until this simulator (and every event it
+    /// created on it) is gone: an event must never outlive its base.
+    private let loop: EventLoop
     private var server: HTTPServer?
     private var timers: [ObjectIdentifier: LoopTimer] = [:]
     private var signals: [SignalWatcher] = []
@@ -59,8 +61,9 @@ public final class Simulator {
     private let out = LineWriter.stdout
     public private(set) var port = 0
 
-    public init(options: Options) throws {
+    public init(options: Options, loop: EventLoop) throws {
         self.options = options
+        self.loop = loop
         self.tokenMode = options.tokenMode
         let tls = try TLSServerContext(certFile: options.certFile, keyFile: options.keyFile)
         server = try HTTPServer(loop: loop, address: options.address, port: options.port, tls: tls) { [unowned self] req in
@@ -69,8 +72,16 @@ public final class Simulator {
         port = server?.boundPort ?? 0
     }
 
-    /// Runs until SIGTERM or SIGINT.
-    public func run(announce extra: [String: String] = [:]) {
+    /// Runs a simulator until SIGTERM or SIGINT, on a loop that outlives it.
+    public static func run(options: Options, announce extra: [String: String] = [:]) throws {
+        let loop = EventLoop()
+        try withExtendedLifetime(loop) {
+            let simulator = try Simulator(options: options, loop: loop)
+            simulator.run(announce: extra)
+        }
+    }
+
+    private func run(announce extra: [String: String]) {
         ProcessSignals.prepare()
         for sig in [SIGTERM, SIGINT] {
             signals.append(SignalWatcher(loop: loop, signal: sig) { [unowned self] in

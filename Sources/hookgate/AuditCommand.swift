@@ -37,7 +37,7 @@ struct AuditFilterOptions: ParsableArguments {
     var eventRequestID: String?
     @Option(help: ArgumentHelp("Only the request with this gateway request id (X-Request-Id).", valueName: "uuid"))
     var requestID: String?
-    @Option(help: ArgumentHelp("Only this decision: \(DecisionWord.allCases.filter { $0 != .auditUnavailable }.map(\.rawValue).joined(separator: ", ")).",
+    @Option(help: ArgumentHelp("Only this decision: \(AuditFilter.decisionWords.joined(separator: ", ")).",
                                valueName: "word"))
     var decision: String?
     @Option(help: ArgumentHelp("Only requests answered with this HTTP status.", valueName: "code")) var status: Int?

@@ -197,6 +197,7 @@ private func column(_ name: String, _ row: [SQLValue]) -> SQLValue? {
         #expect(option { () throws(AuditFilter.Invalid) in try .parse(requestID: "29dd8606-4e01-46cb-aca2-dd6022e7486") } == "request-id")
         #expect(option { () throws(AuditFilter.Invalid) in try .parse(eventRequestID: "x") } == "event-request-id")
         #expect(option { () throws(AuditFilter.Invalid) in try .parse(decision: "allowed") } == "decision")
+        #expect(option { () throws(AuditFilter.Invalid) in try .parse(decision: "audit_unavailable") } == "decision")
         #expect(option { () throws(AuditFilter.Invalid) in try .parse(status: 42) } == "status")
         #expect(option { () throws(AuditFilter.Invalid) in try .parse(since: "yesterday") } == "since")
         #expect(option { () throws(AuditFilter.Invalid) in try .parse(until: "2025-03-01T25:00:00Z") } == "until")

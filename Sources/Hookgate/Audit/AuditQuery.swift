@@ -252,6 +252,9 @@ public struct AuditFilter: Sendable, Equatable {
 
     public init() {}
 
+    /// The decisions a record can hold (every `DecisionWord` but `audit_unavailable`).
+    public static let decisionWords = DecisionWord.allCases.filter { $0 != .auditUnavailable }.map(\.rawValue)
+
     /// A value a person typed that cannot be used; `option` is the long option's name
     /// without dashes (`hook`, `since`, ...).
     public struct Invalid: Error, Sendable, Equatable, CustomStringConvertible {
@@ -286,9 +289,11 @@ public struct AuditFilter: Sendable, Equatable {
         filter.eventRequestID = try uuid(eventRequestID, "event-request-id")
         filter.requestID = try uuid(requestID, "request-id")
         if let decision {
-            guard let word = DecisionWord(rawValue: decision) else {
-                throw Invalid(option: "decision", message: "\"\(decision)\" is not one of "
-                              + DecisionWord.allCases.map(\.rawValue).joined(separator: ", "))
+            guard let word = DecisionWord(rawValue: decision), word != .auditUnavailable else {
+                let why = decision == DecisionWord.auditUnavailable.rawValue
+                    ? "is never in the database (those calls were refused because their record could not be written)"
+                    : "is not one of " + decisionWords.joined(separator: ", ")
+                throw Invalid(option: "decision", message: "\"\(decision)\" \(why)")
             }
             filter.decision = word
         }

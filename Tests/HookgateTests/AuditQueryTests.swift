@@ -179,6 +179,27 @@ private func column(_ name: String, _ row: [SQLValue]) -> SQLValue? {
         #expect(!five.truncated)
         #expect(try query.list(.parse(limit: 0)).rows.count == 5)
         #expect(try AuditFilter.parse(limit: 0).limit == nil)
+        #expect(try query.list(.parse(limit: Int.max)).rows.count == 5)
+    }
+
+    @Test func forEachPairStreamsAndStopsAtTheFirstError() throws {
+        struct Stop: Error {}
+        let f = try Fixture()
+        defer { f.remove() }
+        let query = try AuditQuery(path: f.path)
+        var seen: [SQLValue] = []
+        try query.forEachPair(.parse(team: "ops")) { seen.append($0[0]) }
+        #expect(seen == [.text(r4), .text(r5)])
+        seen = []
+        #expect(throws: Stop.self) {
+            try query.forEachPair(AuditFilter()) { row in
+                seen.append(row[0])
+                if seen.count == 2 { throw Stop() }
+            }
+        }
+        #expect(seen == [.text(r1), .text(r2)])
+        // The connection is still usable afterwards.
+        #expect(try query.verify().isIntact)
     }
 
     @Test func queryBindsEveryValue() throws {

@@ -95,9 +95,9 @@ public final class AuditQuery {
     /// tells whether more would have matched.
     public func list(_ filter: AuditFilter) throws(AuditQueryError) -> AuditRows {
         var probe = filter
-        if let limit = filter.limit { probe.limit = limit + 1 }
+        if let limit = filter.limit, limit < Int.max { probe.limit = limit + 1 }
         var rows: [[SQLValue]] = []
-        try run(probe) { rows.append($0) }
+        try run(probe) { rows.append($0); return true }
         var truncated = false
         if let limit = filter.limit, rows.count > limit {
             rows.removeLast(rows.count - limit)
@@ -111,13 +111,14 @@ public final class AuditQuery {
     public func forEachPair(_ filter: AuditFilter, _ body: ([SQLValue]) throws -> Void) throws {
         var failure: (any Error)?
         try run(filter) { row in
-            guard failure == nil else { return }
             do { try body(row) } catch { failure = error }
+            return failure == nil
         }
         if let failure { throw failure }
     }
 
-    private func run(_ filter: AuditFilter, _ body: ([SQLValue]) -> Void) throws(AuditQueryError) {
+    /// Steps through the matching rows while `body` returns true.
+    private func run(_ filter: AuditFilter, _ body: ([SQLValue]) -> Bool) throws(AuditQueryError) {
         let (sql, parameters) = filter.query()
         try readTransaction { () throws(AuditError) in
             let statement = try db.prepare(sql)
@@ -128,7 +129,7 @@ public final class AuditQuery {
                 var row: [SQLValue] = []
                 row.reserveCapacity(width)
                 for i in 0..<width { row.append(statement.value(i)) }
-                body(row)
+                guard body(row) else { break }
             }
         }
     }

@@ -142,9 +142,12 @@ final class SQLiteStatement {
     func isNull(_ i: Int) -> Bool { sqlite3_column_type(statement, Int32(i)) == SQLITE_NULL }
     func int(_ i: Int) -> Int64 { sqlite3_column_int64(statement, Int32(i)) }
     func double(_ i: Int) -> Double { sqlite3_column_double(statement, Int32(i)) }
+    /// The whole TEXT value, embedded NUL bytes included (a UTF-8 body may hold them; reading up to
+    /// the first NUL would change what the hash chain covers).
     func text(_ i: Int) -> String? {
         guard let p = sqlite3_column_text(statement, Int32(i)) else { return nil }
-        return String(cString: p)
+        let n = Int(sqlite3_column_bytes(statement, Int32(i)))
+        return String(decoding: UnsafeBufferPointer(start: p, count: n), as: UTF8.self)
     }
     func blob(_ i: Int) -> [UInt8]? {
         let n = Int(sqlite3_column_bytes(statement, Int32(i)))

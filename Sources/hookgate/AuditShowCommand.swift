@@ -1,0 +1,36 @@
+import ArgumentParser
+import Hookgate
+
+struct AuditShowCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "Print every stored field of one request's records.",
+        discussion: """
+            The request record (audit_requests), then the response record (audit_responses),
+            one "name: value" line per column, hashes included. Text is printed as text with
+            control characters escaped (\\n, \\u{1b}); a body that is not UTF-8 as hex.
+            Exit 1 when there is no such request.
+            """)
+
+    @OptionGroup var database: AuditDatabaseOption
+    @Argument(help: ArgumentHelp("The gateway request id (the X-Request-Id the caller got).", valueName: "request-id"))
+    var requestID: String
+
+    func validate() throws {
+        guard UUIDText.canonical(requestID) != nil else {
+            throw ValidationError("\"\(requestID)\" is not a request id (a UUID, 8-4-4-4-12 hex digits)")
+        }
+    }
+
+    func run() throws {
+        let query = try database.open()
+        let pair: AuditRecordPair?
+        do { pair = try query.show(requestID: requestID) } catch { throw AuditOutput.fail(error.description) }
+        guard let pair else {
+            throw AuditOutput.fail("no request \(UUIDText.canonical(requestID) ?? requestID) in \(database.db)")
+        }
+        let out = AuditOutput.Stdout()
+        for line in AuditFormat.showLines(pair) { out.write(line) }
+        out.flush()
+    }
+}

@@ -1,0 +1,65 @@
+import ArgumentParser
+import Hookgate
+
+struct AuditVerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Check the audit log's hash chain from the first record to the last.",
+        discussion: """
+            Exit 0 when every record is present, in order and unchanged since it was written;
+            exit 1 naming the first record that breaks the chain (edited, deleted, inserted or
+            reordered), or when the file cannot be read. The last line on success names the
+            newest record's seq and hash: note it somewhere else, and pass it back later with
+            --anchor to also detect that newer records were cut off the end.
+            """)
+
+    @OptionGroup var database: AuditDatabaseOption
+
+    @Option(help: ArgumentHelp("A record noted earlier as SEQ:HASH (from a previous verify); fail if it is gone or differs.",
+                               valueName: "seq:hash"))
+    var anchor: [String] = []
+
+    func validate() throws {
+        for a in anchor where Self.parseAnchor(a) == nil {
+            throw ValidationError("--anchor: \"\(a)\" is not SEQ:HASH (a record number and its 64-hex-digit hash)")
+        }
+    }
+
+    static func parseAnchor(_ text: String) -> (seq: Int64, hash: String)? {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let seq = Int64(parts[0]), seq > 0, parts[1].count == 64,
+              parts[1].utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) || (65...70).contains($0) })
+        else { return nil }
+        return (seq, parts[1].lowercased())
+    }
+
+    func run() throws {
+        let query = try database.open()
+        let result: AuditVerification
+        do {
+            result = try query.verify()
+        } catch {
+            throw AuditOutput.fail(error.description)
+        }
+        if let broken = result.broken {
+            print("audit chain BROKEN at \(broken)")
+            throw ExitCode(1)
+        }
+        for (seq, hash) in anchor.compactMap(Self.parseAnchor) {
+            let stored: String?
+            do { stored = try query.hash(seq: seq) } catch { throw AuditOutput.fail(error.description) }
+            guard stored == hash else {
+                print("audit chain BROKEN at anchor seq \(seq): "
+                      + (stored == nil ? "the record is gone (the log was truncated or replaced)" : "its hash differs (the log was rewritten)"))
+                throw ExitCode(1)
+            }
+        }
+        func count(_ n: Int, _ one: String, _ many: String) -> String { "\(n) \(n == 1 ? one : many)" }
+        print("audit chain OK: \(count(result.records, "record", "records")), "
+              + "\(count(result.pairs, "complete pair", "complete pairs")), "
+              + "\(count(result.incomplete, "request without a response", "requests without a response"))")
+        if let seq = result.lastSeq, let hash = result.lastHash {
+            print("last record: \(seq):\(hash)")
+        }
+    }
+}

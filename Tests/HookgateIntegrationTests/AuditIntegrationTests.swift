@@ -177,3 +177,53 @@ final class LockedBox<T>: @unchecked Sendable {
     func get() -> T { lock.lock(); defer { lock.unlock() }; return value }
     func update(_ change: (inout T) -> Void) { lock.lock(); change(&value); lock.unlock() }
 }
+
+/// SIGKILL under load: every call that got an answer has its complete pair, and the chain
+/// (with the requests cut off mid-flight) still verifies.
+@Suite struct CrashSafetyTests {
+    @Test func killedUnderLoadLosesNoAnsweredCall() throws {
+        let dir = Harness.tempDir("crash")
+        let sim = try SimulatorProcess(dir: dir)
+        defer { sim.stop() }
+        let key = TeamKey()
+        let gw = try GatewayProcess(dir: dir, config: GatewayProcess.config(dir: dir, simulator: sim, teams: [
+            ["name": "claims", "key_sha256": [key.sha256], "allow_hooks": ["*"]],
+        ]))
+        defer { gw.stop() }
+        let answered = LockedBox<[(String, Int)]>([])
+        let stop = LockedBox(false)
+        let group = DispatchGroup()
+        let port = gw.port, k = key.key
+        for worker in 0..<8 {
+            group.enter()
+            Thread.detachNewThread {
+                var i = 0
+                while !stop.get() {
+                    i += 1
+                    let id = String(format: "29dd8606-4e01-46cb-%04d-%012d", worker, i)
+                    if let r = try? RawHTTP.request(port: port, target: AuditIntegrationTests.path(id),
+                                                    headers: [("Authorization", "Bearer \(k)")], timeout: 3),
+                       r.status > 0, let gid = r.header("X-Request-Id") {
+                        answered.update { $0.append((gid, r.status)) }
+                    }
+                }
+                group.leave()
+            }
+        }
+        Thread.sleep(forTimeInterval: 1.0)
+        gw.child.signal(SIGKILL)
+        _ = gw.child.waitForExit()
+        stop.set(true)
+        #expect(group.wait(timeout: .now() + 10) == .success)
+        let calls = answered.get()
+        #expect(calls.count > 20, "too little load: \(calls.count)")
+        let rows = try AuditIntegrationTests.pairs(dir + "/audit.sqlite3")
+        for (id, status) in calls {
+            guard let row = rows[id] else { Issue.record("answered call \(id) has no audit record"); continue }
+            #expect(row["status"] == .int(Int64(status)), "\(id)")
+            #expect(row["completed_at"] != .null, "\(id)")
+        }
+        let report = try AuditChain.verify(try SQLiteConnection(path: dir + "/audit.sqlite3", readOnly: true))
+        #expect(report.broken == nil, "\(report)")
+    }
+}

@@ -262,8 +262,8 @@ final class IncomingRequest {
         return String(cString: uri)
     }
 
-    /// Every header field as received, in order.
-    var headers: [(name: String, value: String)] {
+    /// Every header field as received, in order (read from evhttp once).
+    private(set) lazy var headers: [(name: String, value: String)] = {
         var out: [(String, String)] = []
         guard let list = evhttp_request_get_input_headers(req) else { return out }
         var node = list.pointee.tqh_first
@@ -274,7 +274,7 @@ final class IncomingRequest {
             node = kv.pointee.next.tqe_next
         }
         return out
-    }
+    }()
 
     /// Values of header `name` (case-insensitive), in order.
     func headerValues(_ name: String) -> [String] {

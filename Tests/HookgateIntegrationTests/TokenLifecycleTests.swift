@@ -89,4 +89,20 @@ import Testing
             #expect(metrics.contains("hookgate_token_valid 1"))
         }
     }
+
+    @Test func anUpstream401MarksTheTokenStaleAndIsNotResent() throws {
+        try start(expiresIn: 60) { gw, sim, key in
+            let auth = [("Authorization", "Bearer \(key.key)")]
+            #expect(sim.tokenRequests.count == 1)
+            let target = "/hooks/e6db9c1a-d15f-4248-81fa-5b61fc321def/requests/00000401-4e01-46cb-aca2-dd6022e74865/redeliver"
+            let r = try RawHTTP.request(port: gw.port, target: target, headers: auth)
+            #expect(r.status == 502)
+            #expect((r.json["detail"] as? String)?.contains("service token") == true)
+            try sim.child.wait("a fresh token request") { sim.tokenRequests.count == 2 }
+            #expect(sim.requests.filter { ($0["target"] as? String ?? "").contains("00000401") }.count == 1)
+            #expect(try RawHTTP.request(port: gw.port, target: Self.path, headers: auth).status == 200)
+            let metrics = try RawHTTP.request(port: gw.adminPort, method: "GET", target: "/metrics").text
+            #expect(metrics.contains("hookgate_upstream_token_rejections_total 1"))
+        }
+    }
 }

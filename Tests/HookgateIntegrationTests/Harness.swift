@@ -284,3 +284,26 @@ enum RawHTTP {
         return out
     }
 }
+
+/// The usual set-up: a simulator and a gateway in front of it, with one team `claims` whose
+/// key is `key`. `withRig` always stops both, whatever the test does.
+struct Rig {
+    let dir: String
+    let sim: SimulatorProcess
+    let gw: GatewayProcess
+    let key: TeamKey
+    var auth: [(String, String)] { [("Authorization", "Bearer \(key.key)")] }
+}
+
+func withRig(_ name: String, allowHooks: [String] = ["*"], extra: [String: Any] = [:], upstream: [String: Any] = [:],
+             _ body: (Rig) throws -> Void) throws {
+    let dir = Harness.tempDir(name)
+    let sim = try SimulatorProcess(dir: dir)
+    defer { sim.stop() }
+    let key = TeamKey()
+    let gw = try GatewayProcess(dir: dir, config: GatewayProcess.config(
+        dir: dir, simulator: sim, teams: [["name": "claims", "key_sha256": [key.sha256], "allow_hooks": allowHooks]],
+        extra: extra, upstream: upstream))
+    defer { gw.stop() }
+    try body(Rig(dir: dir, sim: sim, gw: gw, key: key))
+}

@@ -41,114 +41,94 @@ import Testing
     }
 
     @Test func oversizedHeadersAndBodiesAreRefusedAndAudited() throws {
-        let dir = Harness.tempDir("limits")
-        let sim = try SimulatorProcess(dir: dir)
-        defer { sim.stop() }
-        let key = TeamKey()
-        let gw = try GatewayProcess(dir: dir, config: GatewayProcess.config(dir: dir, simulator: sim, teams: [
-            ["name": "claims", "key_sha256": [key.sha256], "allow_hooks": ["*"]],
-        ], extra: ["limits": ["max_header_bytes": 2048, "max_body_bytes": 1024]]))
-        defer { gw.stop() }
-        let auth = [("Authorization", "Bearer \(key.key)")]
-        let big = try RawHTTP.request(port: gw.port, target: Self.path(), headers: auth + [("X-Padding", String(repeating: "a", count: 3000))])
-        #expect(big.status == 431)
-        #expect(big.json["type"] as? String == "urn:hookgate:problem:too_large")
-        let body = try RawHTTP.request(port: gw.port, target: Self.path(), headers: auth, body: Array(repeating: 65, count: 2000))
-        #expect(body.status == 413)
-        // A body within the limit is read and dropped: the call goes through without it.
-        let small = try RawHTTP.request(port: gw.port, target: Self.path(), headers: auth, body: Array(repeating: 65, count: 500))
-        #expect(small.status == 200)
-        #expect(sim.requests.count == 1)
-        #expect(sim.requests.first?["body_bytes"] as? Int == 0)
+        try withRig("limits", allowHooks: ["*"], extra: ["limits": ["max_header_bytes": 2048, "max_body_bytes": 1024]]) { rig in
+            let sim = rig.sim, gw = rig.gw, key = rig.key
+            let auth = [("Authorization", "Bearer \(key.key)")]
+            let big = try RawHTTP.request(port: gw.port, target: Self.path(), headers: auth + [("X-Padding", String(repeating: "a", count: 3000))])
+            #expect(big.status == 431)
+            #expect(big.json["type"] as? String == "urn:hookgate:problem:too_large")
+            let body = try RawHTTP.request(port: gw.port, target: Self.path(), headers: auth, body: Array(repeating: 65, count: 2000))
+            #expect(body.status == 413)
+            // A body within the limit is read and dropped: the call goes through without it.
+            let small = try RawHTTP.request(port: gw.port, target: Self.path(), headers: auth, body: Array(repeating: 65, count: 500))
+            #expect(small.status == 200)
+            #expect(sim.requests.count == 1)
+            #expect(sim.requests.first?["body_bytes"] as? Int == 0)
+        }
     }
 
     @Test func aSlowlorisIsDroppedWhileOthersAreServed() throws {
-        let dir = Harness.tempDir("slowloris")
-        let sim = try SimulatorProcess(dir: dir)
-        defer { sim.stop() }
-        let key = TeamKey()
-        let gw = try GatewayProcess(dir: dir, config: GatewayProcess.config(dir: dir, simulator: sim, teams: [
-            ["name": "claims", "key_sha256": [key.sha256], "allow_hooks": ["*"]],
-        ], extra: ["limits": ["client_timeout_ms": 1000]]))
-        defer { gw.stop() }
-        let fd = try RawSocket.connect(port: gw.port)
-        defer { close(fd) }
-        let started = Date()
-        var closedAfter: Double?
-        for byte in Array("POST \(Self.path()) HTTP/1.1\r\nHost: x\r\nX-Slow: ".utf8) + Array(repeating: UInt8(ascii: "a"), count: 40) {
-            var b = byte
-            if send(fd, &b, 1, Int32(MSG_NOSIGNAL)) <= 0 || RawSocket.peerClosed(fd) {
-                closedAfter = Date().timeIntervalSince(started)
-                break
+        try withRig("slowloris", allowHooks: ["*"], extra: ["limits": ["client_timeout_ms": 1000]]) { rig in
+            let gw = rig.gw, key = rig.key
+            let fd = try RawSocket.connect(port: gw.port)
+            defer { close(fd) }
+            let started = Date()
+            var closedAfter: Double?
+            for byte in Array("POST \(Self.path()) HTTP/1.1\r\nHost: x\r\nX-Slow: ".utf8) + Array(repeating: UInt8(ascii: "a"), count: 40) {
+                var b = byte
+                if send(fd, &b, 1, Int32(MSG_NOSIGNAL)) <= 0 || RawSocket.peerClosed(fd) {
+                    closedAfter = Date().timeIntervalSince(started)
+                    break
+                }
+                // Meanwhile a well-behaved caller is served at once.
+                if Date().timeIntervalSince(started) > 0.3 && Date().timeIntervalSince(started) < 0.45 {
+                    let r = try RawHTTP.request(port: gw.port, target: Self.path(), headers: [("Authorization", "Bearer \(key.key)")])
+                    #expect(r.status == 200)
+                }
+                Thread.sleep(forTimeInterval: 0.1)
             }
-            // Meanwhile a well-behaved caller is served at once.
-            if Date().timeIntervalSince(started) > 0.3 && Date().timeIntervalSince(started) < 0.45 {
-                let r = try RawHTTP.request(port: gw.port, target: Self.path(), headers: [("Authorization", "Bearer \(key.key)")])
-                #expect(r.status == 200)
-            }
-            Thread.sleep(forTimeInterval: 0.1)
+            let after = try #require(closedAfter, "the slow client was never dropped")
+            #expect(after >= 0.9 && after < 2.5, "dropped after \(after) s")
+            let metrics = try RawHTTP.request(port: gw.adminPort, method: "GET", target: "/metrics").text
+            #expect(metrics.contains("hookgate_client_timeouts_total 1"))
         }
-        let after = try #require(closedAfter, "the slow client was never dropped")
-        #expect(after >= 0.9 && after < 2.5, "dropped after \(after) s")
-        let metrics = try RawHTTP.request(port: gw.adminPort, method: "GET", target: "/metrics").text
-        #expect(metrics.contains("hookgate_client_timeouts_total 1"))
     }
 
     @Test func connectionsOverTheCapWaitUntilOneCloses() throws {
-        let dir = Harness.tempDir("maxconn")
-        let sim = try SimulatorProcess(dir: dir)
-        defer { sim.stop() }
-        let key = TeamKey()
-        let gw = try GatewayProcess(dir: dir, config: GatewayProcess.config(dir: dir, simulator: sim, teams: [
-            ["name": "claims", "key_sha256": [key.sha256], "allow_hooks": ["*"]],
-        ], extra: ["limits": ["max_connections": 3, "client_timeout_ms": 20000]]))
-        defer { gw.stop() }
-        let idle = try (0..<3).map { _ in try RawSocket.connect(port: gw.port) }
-        Thread.sleep(forTimeInterval: 0.2)
-        let answered = LockedBox<Int?>(nil)
-        let port = gw.port, k = key.key
-        Thread.detachNewThread {
-            let r = try? RawHTTP.request(port: port, target: Self.path(), headers: [("Authorization", "Bearer \(k)")])
-            answered.set(r?.status ?? -1)
+        try withRig("maxconn", allowHooks: ["*"], extra: ["limits": ["max_connections": 3, "client_timeout_ms": 20000]]) { rig in
+            let gw = rig.gw, key = rig.key
+            let idle = try (0..<3).map { _ in try RawSocket.connect(port: gw.port) }
+            Thread.sleep(forTimeInterval: 0.2)
+            let answered = LockedBox<Int?>(nil)
+            let port = gw.port, k = key.key
+            Thread.detachNewThread {
+                let r = try? RawHTTP.request(port: port, target: Self.path(), headers: [("Authorization", "Bearer \(k)")])
+                answered.set(r?.status ?? -1)
+            }
+            Thread.sleep(forTimeInterval: 0.7)
+            #expect(answered.get() == nil, "a connection over max_connections was served")
+            close(idle[0])
+            let deadline = Date().addingTimeInterval(5)
+            while answered.get() == nil && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+            #expect(answered.get() == 200)
+            idle.dropFirst().forEach { close($0) }
         }
-        Thread.sleep(forTimeInterval: 0.7)
-        #expect(answered.get() == nil, "a connection over max_connections was served")
-        close(idle[0])
-        let deadline = Date().addingTimeInterval(5)
-        while answered.get() == nil && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
-        #expect(answered.get() == 200)
-        idle.dropFirst().forEach { close($0) }
     }
 
     @Test func hundredsOfConcurrentCallersAreAllAnsweredAndAudited() throws {
-        let dir = Harness.tempDir("many")
-        let sim = try SimulatorProcess(dir: dir)
-        defer { sim.stop() }
-        let key = TeamKey()
-        let gw = try GatewayProcess(dir: dir, config: GatewayProcess.config(dir: dir, simulator: sim, teams: [
-            ["name": "claims", "key_sha256": [key.sha256], "allow_hooks": ["*"]],
-        ]))
-        defer { gw.stop() }
-        let statuses = LockedBox<[Int]>([])
-        let group = DispatchGroup()
-        let port = gw.port, k = key.key
-        for i in 0..<300 {
-            group.enter()
-            Thread.detachNewThread {
-                let id = String(format: "29dd8606-4e01-46cb-aca2-%012d", i)
-                let s = (try? RawHTTP.request(port: port, target: Self.path(Self.hookA, id), headers: [("Authorization", "Bearer \(k)")]))?.status ?? -1
-                statuses.update { $0.append(s) }
-                group.leave()
+        try withRig("many", allowHooks: ["*"]) { rig in
+            let dir = rig.dir, gw = rig.gw, key = rig.key
+            let statuses = LockedBox<[Int]>([])
+            let group = DispatchGroup()
+            let port = gw.port, k = key.key
+            for i in 0..<300 {
+                group.enter()
+                Thread.detachNewThread {
+                    let id = String(format: "29dd8606-4e01-46cb-aca2-%012d", i)
+                    let s = (try? RawHTTP.request(port: port, target: Self.path(Self.hookA, id), headers: [("Authorization", "Bearer \(k)")]))?.status ?? -1
+                    statuses.update { $0.append(s) }
+                    group.leave()
+                }
             }
+            #expect(group.wait(timeout: .now() + 60) == .success)
+            #expect(statuses.get().count == 300)
+            #expect(statuses.get().allSatisfy { $0 == 200 }, "\(Dictionary(grouping: statuses.get(), by: { $0 }).mapValues(\.count))")
+            gw.stop()
+            let verify = try ChildProcess(arguments: ["audit", "verify", "--db", dir + "/audit.sqlite3"])
+            #expect(verify.waitForExit() == 0)
+            try verify.wait("verify output") { !verify.stdoutLines.isEmpty }
+            #expect(verify.stdoutLines.joined().contains("600 records"), "\(verify.stdoutLines)")
         }
-        #expect(group.wait(timeout: .now() + 60) == .success)
-        #expect(statuses.get().count == 300)
-        #expect(statuses.get().allSatisfy { $0 == 200 }, "\(Dictionary(grouping: statuses.get(), by: { $0 }).mapValues(\.count))")
-        gw.stop()
-        let verify = try ChildProcess(arguments: ["audit", "verify", "--db", dir + "/audit.sqlite3"])
-        #expect(verify.waitForExit() == 0)
-        try verify.wait("verify output") { !verify.stdoutLines.isEmpty }
-        #expect(verify.stdoutLines.joined().contains("600 records"), "\(verify.stdoutLines)")
     }
 
     @Test func auditVerifyNamesTheRecordAfterAnEditWithTheStockShell() throws {

@@ -54,22 +54,15 @@ final class Metrics {
         out += "# HELP hookgate_audit_commit_duration_seconds Time to commit one group of audit records.\n"
         out += "# TYPE hookgate_audit_commit_duration_seconds histogram\n"
         audit.commitLatency.render(name: "hookgate_audit_commit_duration_seconds", into: &out)
-        out += "# HELP hookgate_audit_records_total Audit records committed.\n# TYPE hookgate_audit_records_total counter\n"
-        out += "hookgate_audit_records_total \(audit.records)\n"
-        out += "# HELP hookgate_audit_write_failures_total Audit commits that failed (their calls got 503).\n"
-        out += "# TYPE hookgate_audit_write_failures_total counter\nhookgate_audit_write_failures_total \(audit.failures)\n"
-        out += "# HELP hookgate_audit_refusals_total Calls answered 503 because they could not be recorded.\n"
-        out += "# TYPE hookgate_audit_refusals_total counter\nhookgate_audit_refusals_total \(auditRefusals)\n"
+        counter(&out, "hookgate_audit_records_total", "Audit records committed.", audit.records)
+        counter(&out, "hookgate_audit_write_failures_total", "Audit commits that failed (their calls got 503).", audit.failures)
+        counter(&out, "hookgate_audit_refusals_total", "Calls answered 503 because they could not be recorded.", auditRefusals)
         gauge(&out, "hookgate_audit_queue_depth", "Audit records waiting for the writer.", audit.queueDepth)
         gauge(&out, "hookgate_audit_healthy", "1 when the last audit commit succeeded.", audit.healthy ? 1 : 0)
         let tokens = gateway.tokens
-        out += "# HELP hookgate_token_requests_total OAuth2 token requests sent to the token endpoint.\n"
-        out += "# TYPE hookgate_token_requests_total counter\nhookgate_token_requests_total \(tokens.stats.requests)\n"
-        out += "# HELP hookgate_token_request_failures_total OAuth2 token requests that failed.\n"
-        out += "# TYPE hookgate_token_request_failures_total counter\nhookgate_token_request_failures_total \(tokens.stats.failures)\n"
-        out += "# HELP hookgate_upstream_token_rejections_total Upstream 401 answers (Hookshot refused the service token).\n"
-        out += "# TYPE hookgate_upstream_token_rejections_total counter\n"
-        out += "hookgate_upstream_token_rejections_total \(tokens.stats.upstreamRejections)\n"
+        counter(&out, "hookgate_token_requests_total", "OAuth2 token requests sent to the token endpoint.", tokens.stats.requests)
+        counter(&out, "hookgate_token_request_failures_total", "OAuth2 token requests that failed.", tokens.stats.failures)
+        counter(&out, "hookgate_upstream_token_rejections_total", "Upstream 401 answers (Hookshot refused the service token).", tokens.stats.upstreamRejections)
         let valid: Int
         if case .success = tokens.current() { valid = 1 } else { valid = 0 }
         gauge(&out, "hookgate_token_valid", "1 while a usable upstream access token is held.", valid)
@@ -78,15 +71,10 @@ final class Metrics {
             out += "# TYPE hookgate_token_seconds_left gauge\nhookgate_token_seconds_left \(tokens.secondsLeft)\n"
         }
         gauge(&out, "hookgate_client_connections", "Open caller connections on the main listener.", gateway.clientConnections.open)
-        out += "# HELP hookgate_client_connections_accepted_total Caller connections accepted.\n"
-        out += "# TYPE hookgate_client_connections_accepted_total counter\n"
-        out += "hookgate_client_connections_accepted_total \(gateway.clientConnections.accepted)\n"
-        out += "# HELP hookgate_client_timeouts_total Caller connections dropped for not sending a whole request in time.\n"
-        out += "# TYPE hookgate_client_timeouts_total counter\nhookgate_client_timeouts_total \(gateway.clientConnections.dropped)\n"
+        counter(&out, "hookgate_client_connections_accepted_total", "Caller connections accepted.", gateway.clientConnections.accepted)
+        counter(&out, "hookgate_client_timeouts_total", "Caller connections dropped for not sending a whole request in time.", gateway.clientConnections.dropped)
         gauge(&out, "hookgate_upstream_connections", "Open upstream connections.", gateway.pool.openConnections)
-        out += "# HELP hookgate_upstream_connections_opened_total Upstream connections opened (TLS handshakes).\n"
-        out += "# TYPE hookgate_upstream_connections_opened_total counter\n"
-        out += "hookgate_upstream_connections_opened_total \(gateway.pool.connectionsOpened)\n"
+        counter(&out, "hookgate_upstream_connections_opened_total", "Upstream connections opened (TLS handshakes).", gateway.pool.connectionsOpened)
         gauge(&out, "hookgate_upstream_idle_connections", "Idle upstream connections.", gateway.pool.idleConnections)
         gauge(&out, "hookgate_upstream_queued_calls", "Calls waiting for an upstream connection.", gateway.pool.queuedCalls)
         gauge(&out, "hookgate_in_flight_calls", "Calls sent upstream and not yet answered.", gateway.inFlightCalls)
@@ -101,6 +89,10 @@ final class Metrics {
     private func family(_ out: inout String, _ name: String, _ type: String, _ help: String, _ values: [String: Int]) {
         out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
         for key in values.keys.sorted() { out += "\(name){\(key)} \(values[key]!)\n" }
+    }
+
+    private func counter(_ out: inout String, _ name: String, _ help: String, _ value: Int) {
+        out += "# HELP \(name) \(help)\n# TYPE \(name) counter\n\(name) \(value)\n"
     }
 
     private func gauge(_ out: inout String, _ name: String, _ help: String, _ value: Int) {

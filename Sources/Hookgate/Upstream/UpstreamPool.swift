@@ -175,16 +175,10 @@ final class UpstreamPool {
         }
     }
 
-    /// A connection finished its call and may be reused.
+    /// A connection finished its call and may be reused: it goes straight to the oldest
+    /// queued call, if one still waits, else to the idle list.
     func release(_ connection: UpstreamConnection) {
-        // Hand it straight to a queued call, if any still waits.
-        while queueHead < queue.count {
-            let next = queue[queueHead]
-            queueHead += 1
-            compactQueue()
-            if next.taken { continue }
-            next.taken = true
-            next.timer?.cancel()
+        if let next = takeQueued() {
             connection.start(next.call, completion: next.completion)
             return
         }
@@ -196,16 +190,23 @@ final class UpstreamPool {
     func closed(_ connection: UpstreamConnection) {
         connections.removeValue(forKey: ObjectIdentifier(connection))
         idle.removeAll { $0 === connection }
-        while queueHead < queue.count, connections.count < options.maxConnections {
+        if connections.count < options.maxConnections, let next = takeQueued() {
+            openConnection(for: next.call, completion: next.completion)
+        }
+    }
+
+    /// The oldest queued call that still waits (its queue timer cancelled), if any.
+    private func takeQueued() -> QueuedCall? {
+        while queueHead < queue.count {
             let next = queue[queueHead]
             queueHead += 1
             compactQueue()
             if next.taken { continue }
             next.taken = true
             next.timer?.cancel()
-            openConnection(for: next.call, completion: next.completion)
-            return
+            return next
         }
+        return nil
     }
 
     private func compactQueue() {

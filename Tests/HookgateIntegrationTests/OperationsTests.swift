@@ -187,3 +187,45 @@ enum RawSocket {
         return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
     }
 }
+
+/// The main listener over TLS, with a renewed certificate picked up on SIGHUP (checked with
+/// curl, as a caller would).
+@Suite struct ListenerTLSTests {
+    static func curl(_ args: [String]) throws -> (status: Int32, out: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        p.arguments = ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"] + args
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+    }
+
+    @Test func servesTLSAndPicksUpARenewedCertificateOnReload() throws {
+        let dir = Harness.tempDir("listen-tls")
+        let first = try Certificates.makeTestPKI(directory: dir + "/pki-a")
+        let second = try Certificates.makeTestPKI(directory: dir + "/pki-b")
+        let certPath = dir + "/listen.crt", keyPath = dir + "/listen.key"
+        try FileManager.default.copyItem(atPath: first.cert, toPath: certPath)
+        try FileManager.default.copyItem(atPath: first.key, toPath: keyPath)
+        try withRig("tls", extra: ["listen": ["address": "127.0.0.1", "port": 0,
+                                              "tls": ["cert_file": certPath, "key_file": keyPath]]]) { rig in
+            let url = "https://localhost:\(rig.gw.port)/hooks/e6db9c1a-d15f-4248-81fa-5b61fc321def/requests/29dd8606-4e01-46cb-aca2-dd6022e74865/redeliver"
+            let auth = ["-X", "POST", "-H", "Authorization: Bearer \(rig.key.key)"]
+            #expect(try Self.curl(auth + ["--cacert", first.caCert, url]) == (0, "200"))
+            // TLS 1.1 and below are refused.
+            #expect(try Self.curl(["--tlsv1.0", "--tls-max", "1.1", "--cacert", first.caCert, url]).status != 0)
+
+            for (from, to) in [(second.cert, certPath), (second.key, keyPath)] {
+                try FileManager.default.removeItem(atPath: to)
+                try FileManager.default.copyItem(atPath: from, toPath: to)
+            }
+            rig.gw.child.signal(SIGHUP)
+            try rig.gw.child.wait("reload") { rig.gw.child.stderrLines.contains { $0.contains("configuration reloaded") } }
+            #expect(try Self.curl(auth + ["--cacert", second.caCert, url]) == (0, "200"))
+            #expect(try Self.curl(auth + ["--cacert", first.caCert, url]).status == 60)  // the old CA no longer fits
+        }
+    }
+}

@@ -63,6 +63,7 @@ enum ConfigBounds {
     static let auditMaxBodyBytes = 0...16_777_216
     static let auditMaxQueue = 1...1_000_000
     static let refreshAtPercent = 10...95
+    static let drainTimeoutMs = 0...3_600_000
     static let tokenRetryMaxMs = 100...300_000
     static let expiryMarginMs = 0...600_000
     static let auditBusyTimeoutMs = 0...60_000
@@ -305,8 +306,10 @@ final class ConfigValidator {
         let body = integer(&o, "max_body_bytes", default: 16384, range: ConfigBounds.maxBodyBytes)
         let timeout = integer(&o, "client_timeout_ms", default: 15000, range: ConfigBounds.clientTimeoutMs)
         let connections = integer(&o, "max_connections", default: 1024, range: ConfigBounds.maxConnections)
-        guard let header, let body, let timeout, let connections else { return nil }
-        return LimitsConfig(maxHeaderBytes: header, maxBodyBytes: body, clientTimeoutMs: timeout, maxConnections: connections)
+        let drain = integer(&o, "drain_timeout_ms", default: 30_000, range: ConfigBounds.drainTimeoutMs)
+        guard let header, let body, let timeout, let connections, let drain else { return nil }
+        return LimitsConfig(maxHeaderBytes: header, maxBodyBytes: body, clientTimeoutMs: timeout, maxConnections: connections,
+                            drainTimeoutMs: drain)
     }
 
     private func rateLimit(_ o: inout ObjectReader) -> RateLimitConfig? {

@@ -179,13 +179,16 @@ public struct LimitsConfig: Sendable, Equatable {
     /// Deadline for receiving a whole request (headers and body), not an idle timer.
     public var clientTimeoutMs: Int
     public var maxConnections: Int
+    /// How long SIGTERM waits for calls in flight before exiting anyway.
+    public var drainTimeoutMs: Int
 
     public init(maxHeaderBytes: Int = 8192, maxBodyBytes: Int = 16384,
-                clientTimeoutMs: Int = 15000, maxConnections: Int = 1024) {
+                clientTimeoutMs: Int = 15000, maxConnections: Int = 1024, drainTimeoutMs: Int = 30_000) {
         self.maxHeaderBytes = maxHeaderBytes
         self.maxBodyBytes = maxBodyBytes
         self.clientTimeoutMs = clientTimeoutMs
         self.maxConnections = maxConnections
+        self.drainTimeoutMs = drainTimeoutMs
     }
 }
 

@@ -58,8 +58,6 @@ public final class Gateway {
     private(set) var draining = false
     private var inFlight = 0
 
-    /// Drain: how long SIGTERM waits for calls in flight before exiting anyway.
-    static let drainTimeoutMs = 30_000
 
     /// `loop` is the caller's, who keeps it alive until this gateway (and every event it
     /// created on it) is gone: an event must never outlive its base.
@@ -124,11 +122,7 @@ public final class Gateway {
         }
         tokens.start()
         let listenTLS = try config.listen.tls.map { try TLSServerContext(certFile: $0.certFile, keyFile: $0.keyFile) }
-        var limits = HTTPServer.Limits()
-        limits.maxConnections = config.limits.maxConnections
-        limits.requestDeadlineMs = config.limits.clientTimeoutMs
-        limits.backstopHeaderBytes = max(64 * 1024, config.limits.maxHeaderBytes * 2)
-        limits.backstopBodyBytes = max(1 << 20, config.limits.maxBodyBytes * 4)
+        let limits = Self.serverLimits(config.limits)
         server = try HTTPServer(loop: loop, address: config.listen.address, port: config.listen.port, tls: listenTLS,
                                 limits: limits) { [unowned self] req in
             self.handle(req)
@@ -148,6 +142,15 @@ public final class Gateway {
             "upstream": "\(config.upstream.baseURL)", "config.version": "\(config.version)",
             "teams": .stringConvertible(config.teams.count), "version": "\(BuildInfo.version)",
         ])
+    }
+
+    private static func serverLimits(_ limits: LimitsConfig) -> HTTPServer.Limits {
+        var l = HTTPServer.Limits()
+        l.maxConnections = limits.maxConnections
+        l.requestDeadlineMs = limits.clientTimeoutMs
+        l.backstopHeaderBytes = max(64 * 1024, limits.maxHeaderBytes * 2)
+        l.backstopBodyBytes = max(1 << 20, limits.maxBodyBytes * 4)
+        return l
     }
 
     // MARK: - Caller requests
@@ -387,7 +390,7 @@ public final class Gateway {
         draining = true
         logger.info("draining", metadata: ["signal": "\(signal)", "in_flight": .stringConvertible(inFlight)])
         server?.stopAccepting()
-        drainTimer = loop.timer(after: Self.drainTimeoutMs) { [unowned self] in
+        drainTimer = loop.timer(after: config.limits.drainTimeoutMs) { [unowned self] in
             self.logger.warning("drain timeout: exiting with calls in flight", metadata: ["in_flight": .stringConvertible(self.inFlight)])
             self.shutdown()
         }
@@ -475,6 +478,9 @@ public final class Gateway {
             if newConfig.listen != config.listen { restart.append("listen") }
             if newConfig.admin != config.admin { restart.append("admin") }
             if newConfig.audit.path != config.audit.path { restart.append("audit.path") }
+            var auditKept = newConfig.audit
+            auditKept.path = config.audit.path
+            if auditKept != config.audit { restart.append("audit") }
             if newConfig.upstream.baseURL != config.upstream.baseURL || newConfig.upstream.caFile != config.upstream.caFile
                 || newConfig.upstream.maxConnections != config.upstream.maxConnections
                 || newConfig.upstream.connectTimeoutMs != config.upstream.connectTimeoutMs
@@ -501,8 +507,9 @@ public final class Gateway {
             // Parts that need a restart keep their running values.
             kept.listen = config.listen
             kept.admin = config.admin
-            kept.audit.path = config.audit.path
+            kept.audit = config.audit
             kept.upstream = config.upstream
+            if newConfig.limits != config.limits { server?.update(Self.serverLimits(newConfig.limits)) }
             config = kept
             metrics.countReload(ok: true)
             var meta: Logger.Metadata = ["config.version": "\(newConfig.version)", "teams": .stringConvertible(newConfig.teams.count)]

@@ -33,7 +33,7 @@ final class HTTPServer {
     private var http: OpaquePointer?
     private let handler: Handler
     private var tls: TLSServerContext?
-    private let limits: Limits
+    private var limits: Limits
     private(set) var boundPort: Int = 0
     private var boundSocket: OpaquePointer?
     private var clients: [OpaquePointer: ClientConnection] = [:]
@@ -153,6 +153,21 @@ final class HTTPServer {
     }
 
     var requestDeadlineMs: Int? { limits.requestDeadlineMs }
+
+    /// New limits after a reload: they apply to the next accept and the next request.
+    func update(_ newLimits: Limits) {
+        limits = newLimits
+        if let http {
+            evhttp_set_max_headers_size(http, newLimits.backstopHeaderBytes)
+            evhttp_set_max_body_size(http, newLimits.backstopBodyBytes)
+            evhttp_set_timeout(http, Int32(newLimits.idleTimeoutSeconds))
+        }
+        if openConnections >= limits.maxConnections {
+            pauseAccepting()
+        } else if paused {
+            resumeAccepting()
+        }
+    }
     var eventLoop: EventLoop { loop }
 
     /// Swaps the certificate for new connections (SIGHUP after a renewal).

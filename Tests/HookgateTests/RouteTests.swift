@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import Hookgate
 
@@ -41,5 +42,24 @@ import Testing
             #expect(r.status == 400, "\(target)")
             #expect(r.decision == .badRequest)
         }
+    }
+}
+
+@Suite struct FormattingTests {
+    @Test func timestampsAreUTCWithMilliseconds() {
+        #expect(Timestamp.rfc3339(Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00.000Z")
+        #expect(Timestamp.rfc3339(Date(timeIntervalSince1970: 1_601_500_683.353)) == "2020-09-30T21:18:03.353Z")
+        #expect(Timestamp.rfc3339(Date(timeIntervalSince1970: 4_102_444_799.999)) == "2099-12-31T23:59:59.999Z")
+    }
+
+    @Test func logValuesPrintNumbersBareAndEverythingElseQuoted() {
+        #expect(JSON.isBareLiteral("200"))
+        #expect(JSON.isBareLiteral("-1.5e3"))
+        #expect(JSON.isBareLiteral("true"))
+        #expect(!JSON.isBareLiteral("1.2.3"))
+        #expect(!JSON.isBareLiteral("claims"))
+        #expect(!JSON.isBareLiteral("e6db9c1a"))
+        #expect(!JSON.isBareLiteral(""))
+        #expect(!JSON.isBareLiteral("inf"))
     }
 }

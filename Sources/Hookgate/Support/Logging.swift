@@ -113,10 +113,13 @@ public struct JSONLogHandler: LogHandler {
         case .string(let s):
             JSON.appendString(s, to: &line)
         case .stringConvertible(let c):
-            if c is any BinaryInteger || c is Double || c is Bool {
-                line += c.description
+            // Numbers and booleans print bare; anything else is quoted. Decided from the text
+            // (cheap) rather than by dynamic casts on every value of every line.
+            let text = c.description
+            if JSON.isBareLiteral(text) {
+                line += text
             } else {
-                JSON.appendString(c.description, to: &line)
+                JSON.appendString(text, to: &line)
             }
         case .array(let items):
             line += "["
@@ -145,9 +148,27 @@ public enum Timestamp {
         var seconds = time_t(ms / 1000)
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                      Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
-                      Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(ms % 1000))
+        // Hand-formatted: this runs for every request (log line, audit records).
+        var out = [UInt8]()
+        out.reserveCapacity(24)
+        func digits(_ value: Int, _ width: Int) {
+            var divisor = 1
+            for _ in 1..<width { divisor *= 10 }
+            var v = value
+            while divisor > 0 {
+                out.append(UInt8(48 + (v / divisor) % 10))
+                v %= divisor
+                divisor /= 10
+            }
+        }
+        digits(Int(parts.tm_year) + 1900, 4); out.append(UInt8(ascii: "-"))
+        digits(Int(parts.tm_mon) + 1, 2); out.append(UInt8(ascii: "-"))
+        digits(Int(parts.tm_mday), 2); out.append(UInt8(ascii: "T"))
+        digits(Int(parts.tm_hour), 2); out.append(UInt8(ascii: ":"))
+        digits(Int(parts.tm_min), 2); out.append(UInt8(ascii: ":"))
+        digits(Int(parts.tm_sec), 2); out.append(UInt8(ascii: "."))
+        digits(Int(ms % 1000), 3); out.append(UInt8(ascii: "Z"))
+        return String(decoding: out, as: UTF8.self)
     }
 }
 
@@ -169,6 +190,16 @@ public enum JSON {
             }
         }
         out += "\""
+    }
+
+    /// True for `true`, `false` and finite JSON numbers (`-12`, `3.5`, `1e-3`).
+    static func isBareLiteral(_ s: String) -> Bool {
+        if s == "true" || s == "false" { return true }
+        let utf8 = s.utf8
+        guard let first = utf8.first, first == UInt8(ascii: "-") || (first >= 48 && first <= 57) else { return false }
+        return utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-")
+            || $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E") || $0 == UInt8(ascii: "+") }
+            && Double(s) != nil
     }
 
     public static func string(_ s: String) -> String {

@@ -15,9 +15,10 @@
 local ring_size = 4096
 local ring = {}
 local pos = 0
-local statuses = {}
-local completed = 0
-local non200 = 0
+-- per-thread counters: globals, so that done() can read them with thread:get()
+statuses = {}
+completed = 0
+non200 = 0
 
 local threads = {}
 local thread_counter = 0

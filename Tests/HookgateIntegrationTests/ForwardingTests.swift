@@ -86,8 +86,10 @@ import Testing
             #expect(r404.status == 404)
             #expect(r404.header("Content-Type") == "application/json; charset=utf-8")
             #expect(r404.text == #"{"error":"not_found","message":"hook or request not found"}"#)
-            let logs = gw.requestLogs
-            #expect(logs.filter { $0["decision"] as? String == "forwarded" }.count == 2)
+            // Log lines are written by their own thread: wait for them.
+            try gw.child.wait("two forwarded log lines") {
+                gw.requestLogs.filter { $0["decision"] as? String == "forwarded" }.count == 2
+            }
         }
     }
 

@@ -45,34 +45,72 @@ final class ChildProcess: @unchecked Sendable {
         process.standardOutput = out
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
-        collect(out.fileHandleForReading) { self._stdout.append($0) }
-        collect(err.fileHandleForReading) { self._stderr.append($0) }
+        collect(out.fileHandleForReading) { [unowned self] in self._stdout.append($0) }
+        collect(err.fileHandleForReading) { [unowned self] in self._stderr.append($0) }
         try process.run()
     }
 
+    /// A pipe's read end and the bytes of a line not yet complete; read only under `lock`.
+    private final class Stream: @unchecked Sendable {
+        let fd: Int32
+        var pending: [UInt8] = []
+        var open = true
+        init(fd: Int32) { self.fd = fd }
+    }
+    private var streams: [Stream] = []
+
+    /// Reads happen under the lock, by a background thread and by every accessor (which
+    /// drains what the pipe holds first): a line the child wrote before answering is always
+    /// seen by a test that got the answer.
     private func collect(_ handle: FileHandle, _ append: @escaping @Sendable (String) -> Void) {
+        let stream = Stream(fd: handle.fileDescriptor)
+        _ = fcntl(stream.fd, F_SETFL, fcntl(stream.fd, F_GETFL) | O_NONBLOCK)
+        streams.append(stream)
         let lock = self.lock
+        let drain = ChildProcess.drainer(stream, append)
         Thread.detachNewThread {
-            var pending = Data()
+            _ = handle  // keeps the pipe open as long as the reader runs
             while true {
-                let chunk = handle.availableData
-                if chunk.isEmpty { break }
-                pending.append(chunk)
-                while let nl = pending.firstIndex(of: 10) {
-                    let line = String(decoding: pending[pending.startIndex..<nl], as: UTF8.self)
-                    pending.removeSubrange(pending.startIndex...nl)
-                    lock.lock(); append(line); lock.unlock()
-                }
+                var pfd = pollfd(fd: stream.fd, events: Int16(POLLIN), revents: 0)
+                _ = poll(&pfd, 1, 100)
+                lock.lock()
+                drain()
+                let open = stream.open
+                lock.unlock()
+                if !open { break }
             }
-            if !pending.isEmpty {
-                let line = String(decoding: pending, as: UTF8.self)
-                lock.lock(); append(line); lock.unlock()
+        }
+        drainers.append(drain)
+    }
+
+    private var drainers: [@Sendable () -> Void] = []
+
+    private static func drainer(_ stream: Stream, _ append: @escaping @Sendable (String) -> Void) -> @Sendable () -> Void {
+        return {
+            guard stream.open else { return }
+            var buf = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = buf.withUnsafeMutableBytes { read(stream.fd, $0.baseAddress, $0.count) }
+                if n > 0 {
+                    stream.pending.append(contentsOf: buf[0..<n])
+                    while let nl = stream.pending.firstIndex(of: 10) {
+                        append(String(decoding: stream.pending[..<nl], as: UTF8.self))
+                        stream.pending.removeSubrange(...nl)
+                    }
+                    continue
+                }
+                if n == 0 {  // end of file: the child closed it
+                    if !stream.pending.isEmpty { append(String(decoding: stream.pending, as: UTF8.self)) }
+                    stream.pending.removeAll()
+                    stream.open = false
+                }
+                return
             }
         }
     }
 
-    var stdoutLines: [String] { lock.lock(); defer { lock.unlock() }; return _stdout }
-    var stderrLines: [String] { lock.lock(); defer { lock.unlock() }; return _stderr }
+    var stdoutLines: [String] { lock.lock(); defer { lock.unlock() }; drainers.forEach { $0() }; return _stdout }
+    var stderrLines: [String] { lock.lock(); defer { lock.unlock() }; drainers.forEach { $0() }; return _stderr }
 
     /// JSON objects among the lines of `stream`.
     static func objects(_ lines: [String]) -> [[String: Any]] {

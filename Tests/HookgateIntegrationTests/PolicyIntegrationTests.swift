@@ -70,6 +70,8 @@ import Testing
         let ok = try RawHTTP.request(port: gw.port, target: Self.path(), headers: [("Authorization", "bearer \(claims.key)")])
         #expect(ok.status == 200)
         #expect(sim.requests.count == 1)
+        // Log lines are written by their own thread: wait for the last one.
+        try gw.child.wait("all request log lines") { gw.requestLogs.count == 11 }
         let logs = gw.requestLogs
         #expect(logs.contains { $0["decision"] as? String == "forbidden" && $0["team"] as? String == "claims" })
         #expect(logs.contains { $0["decision"] as? String == "unauthenticated" && $0["key.fingerprint"] as? String == String(SHA256.hex("not-a-team-key").prefix(16)) })

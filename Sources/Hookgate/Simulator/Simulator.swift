@@ -177,7 +177,7 @@ public final class Simulator {
         }
         let outcome: String
         defer {
-            out.write("{\"msg\":\"token_request\",\"ts\":\"\(Timestamp.rfc3339(Date()))\",\"method\":\(JSON.string(req.method)),"
+            out.writeNow("{\"msg\":\"token_request\",\"ts\":\"\(Timestamp.rfc3339(Date()))\",\"method\":\(JSON.string(req.method)),"
                       + "\"grant_type\":\(JSON.string(fields["grant_type"] ?? "")),\"outcome\":\"\(outcome)\"}")
         }
         guard req.method == "POST" else {
@@ -253,6 +253,6 @@ public final class Simulator {
             }
             line += (i > 0 ? "," : "") + "[\(JSON.string(h.name)),\(JSON.string(value))]"
         }
-        out.write(line + "]}")
+        out.writeNow(line + "]}")
     }
 }

@@ -34,6 +34,23 @@ public final class LineWriter: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Writes `line` at once, in the calling thread, after anything queued (the simulator uses
+    /// this so that a request's line is out before its answer; never used on the gateway's loop).
+    public func writeNow(_ line: String) {
+        flush()
+        condition.lock()
+        defer { condition.unlock() }
+        let bytes = Array((line + "\n").utf8)
+        bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Foundation.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n <= 0 { if errno == EINTR { continue } else { break } }
+                offset += n
+            }
+        }
+    }
+
     /// Blocks until every queued line is written (shutdown, tests).
     public func flush() {
         condition.lock()

@@ -207,3 +207,25 @@ final class LockedBox<T>: @unchecked Sendable {
         }
     }
 }
+
+@Suite struct ReadOnlyAuditFileTests {
+    @Test func aReadOnlyAuditFileFailsClosedEvenForRootAndRecovers() throws {
+        try withRig("readonly") { rig in
+            let db = rig.dir + "/audit.sqlite3"
+            #expect(try RawHTTP.request(port: rig.gw.port, target: AuditIntegrationTests.path("29dd8606-4e01-46cb-aca2-dd6022e74865"),
+                                        headers: rig.auth).status == 200)
+            try FileManager.default.setAttributes([.posixPermissions: 0o444], ofItemAtPath: db)
+            let refused = try RawHTTP.request(port: rig.gw.port, target: AuditIntegrationTests.path("29dd8606-4e01-46cb-aca2-dd6022e74866"),
+                                              headers: rig.auth)
+            #expect(refused.status == 503)
+            // Still refused on the next call (the writer reopens, and checks again).
+            let again = try RawHTTP.request(port: rig.gw.port, target: AuditIntegrationTests.path("29dd8606-4e01-46cb-aca2-dd6022e74868"),
+                                            headers: rig.auth)
+            #expect(again.status == 503)
+            #expect(rig.sim.requests.count == 1, "a call was forwarded without its audit record")
+            try FileManager.default.setAttributes([.posixPermissions: 0o640], ofItemAtPath: db)
+            #expect(try RawHTTP.request(port: rig.gw.port, target: AuditIntegrationTests.path("29dd8606-4e01-46cb-aca2-dd6022e74867"),
+                                        headers: rig.auth).status == 200)
+        }
+    }
+}

@@ -185,19 +185,28 @@ final class AuditWriter: @unchecked Sendable {
 
     private func commit(_ items: [Item]) -> Result<Void, AuditError> {
         do throws(AuditError) {
+            // One stat per group: the file's identity and mode.
+            var st = stat()
+            let exists = stat(path, &st) == 0
             if db != nil {
                 // A file removed or replaced under us would swallow records unseen: fail closed
                 // and start over on a new file with the next group.
-                guard let now = Self.identity(of: path), let opened = fileIdentity, now == opened else {
+                guard exists, let opened = fileIdentity, opened == (UInt64(st.st_dev), UInt64(st.st_ino)) else {
                     closeConnection()
                     throw AuditError(code: 14, message: "audit file \(path) was removed or replaced; a new file is started")
                 }
+            }
+            if exists {
                 if access(path, W_OK) != 0 {
                     throw AuditError(code: 8, message: "audit file \(path) is not writable: \(String(cString: strerror(errno)))")
                 }
-            } else {
-                try open()
+                // root passes access(W_OK) whatever the mode: a file an operator made read-only
+                // (no write bit for anyone) is treated as not writable all the same.
+                if st.st_mode & 0o222 == 0 {
+                    throw AuditError(code: 8, message: "audit file \(path) is read-only (no write permission bits)")
+                }
             }
+            if db == nil { try open() }
             guard let db, let insertRequest, let insertResponse else {
                 throw AuditError(code: 21, message: "audit database is not open")
             }

@@ -51,6 +51,8 @@ final class AuditWriter: @unchecked Sendable {
     private var headHash = AuditChain.genesis
     private var insertRequest: SQLiteStatement?
     private var insertResponse: SQLiteStatement?
+    private var beginStatement: SQLiteStatement?
+    private var commitStatement: SQLiteStatement?
 
     /// Opens (creating and migrating) the database now, on the calling thread, so that a
     /// misconfigured path stops start-up with a clear error; then starts the writer thread.
@@ -166,6 +168,8 @@ final class AuditWriter: @unchecked Sendable {
         let r = AuditSchema.responseColumns + ["hash"]
         insertRequest = try connection.prepare("INSERT INTO audit_requests (\(q.joined(separator: ", "))) VALUES (\(q.map { _ in "?" }.joined(separator: ", ")))")
         insertResponse = try connection.prepare("INSERT INTO audit_responses (\(r.joined(separator: ", "))) VALUES (\(r.map { _ in "?" }.joined(separator: ", ")))")
+        beginStatement = try connection.prepare("BEGIN IMMEDIATE")
+        commitStatement = try connection.prepare("COMMIT")
         fileIdentity = Self.identity(of: path)
         db = connection
     }
@@ -173,6 +177,8 @@ final class AuditWriter: @unchecked Sendable {
     private func closeConnection() {
         insertRequest = nil
         insertResponse = nil
+        beginStatement = nil
+        commitStatement = nil
         db?.close()
         db = nil
     }
@@ -207,10 +213,10 @@ final class AuditWriter: @unchecked Sendable {
                 }
             }
             if db == nil { try open() }
-            guard let db, let insertRequest, let insertResponse else {
+            guard let db, let insertRequest, let insertResponse, let beginStatement, let commitStatement else {
                 throw AuditError(code: 21, message: "audit database is not open")
             }
-            try db.execute("BEGIN IMMEDIATE")
+            try beginStatement.run([])
             var seq = headSeq, hash = headHash
             do throws(AuditError) {
                 for item in items {
@@ -229,7 +235,7 @@ final class AuditWriter: @unchecked Sendable {
                     hash = AuditChain.hash(table: table, values: values)
                     try statement.run(values + [.text(hash)])
                 }
-                try db.execute("COMMIT")
+                try commitStatement.run([])
             } catch {
                 try? db.execute("ROLLBACK")
                 throw error

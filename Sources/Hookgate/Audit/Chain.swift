@@ -8,34 +8,37 @@ enum AuditChain {
     static let domain = Array("hookgate-audit-chain-v1".utf8)
 
     static func hash(table: String, values: [SQLValue]) -> String {
-        var bytes = domain
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(1024)
+        bytes.append(contentsOf: domain)
         appendField(.text(table), to: &bytes)
         for v in values { appendField(v, to: &bytes) }
         return SHA256.hex(bytes: bytes)
     }
 
+    private static func appendBigEndian(_ value: UInt64, to out: inout [UInt8]) {
+        withUnsafeBytes(of: value.bigEndian) { out.append(contentsOf: $0) }
+    }
+
     private static func appendField(_ value: SQLValue, to out: inout [UInt8]) {
-        func length(_ n: Int) { for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: n >> shift)) } }
         switch value {
         case .null:
             out.append(0)
         case .int(let v):
             out.append(1)
-            length(8)
-            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: v >> Int64(shift))) }
+            appendBigEndian(8, to: &out)
+            appendBigEndian(UInt64(bitPattern: v), to: &out)
         case .double(let d):
             out.append(2)
-            length(8)
-            let bits = d.bitPattern
-            for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: bits >> UInt64(shift))) }
+            appendBigEndian(8, to: &out)
+            appendBigEndian(d.bitPattern, to: &out)
         case .text(let s):
             out.append(3)
-            let utf8 = Array(s.utf8)
-            length(utf8.count)
-            out.append(contentsOf: utf8)
+            appendBigEndian(UInt64(s.utf8.count), to: &out)
+            out.append(contentsOf: s.utf8)
         case .blob(let b):
             out.append(4)
-            length(b.count)
+            appendBigEndian(UInt64(b.count), to: &out)
             out.append(contentsOf: b)
         }
     }

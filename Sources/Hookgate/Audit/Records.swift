@@ -81,7 +81,14 @@ enum MiniJSON {
         var i = 0
         var depth = 0
 
-        mutating func ws() { while i < bytes.count, [9, 10, 13, 32].contains(bytes[i]) { i += 1 } }
+        mutating func ws() {
+            while i < bytes.count {
+                switch bytes[i] {
+                case 9, 10, 13, 32: i += 1
+                default: return
+                }
+            }
+        }
 
         mutating func object() -> [String: String]? {
             ws()
@@ -166,7 +173,12 @@ enum MiniJSON {
                 }
                 return false
             }
-            while i < bytes.count, !",}] \t\r\n".utf8.contains(bytes[i]) { i += 1 }
+            while i < bytes.count {
+                switch bytes[i] {
+                case UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]"), 9, 10, 13, 32: return true
+                default: i += 1
+                }
+            }
             return true
         }
     }

@@ -13,26 +13,29 @@ public enum Route {
     /// Matches `method` and the raw request-target of an HTTP request line.
     /// Returns the canonical target, or the refusal the contract prescribes.
     public static func match(method: String, target: String) -> Result<RedeliverTarget, Refusal> {
-        // Split off a query string first; its presence is judged after route and method.
-        let pathPart: Substring
-        let hasQuery: Bool
-        if let q = target.firstIndex(of: "?") {
-            pathPart = target[..<q]
-            hasQuery = true
-        } else {
-            pathPart = Substring(target)
-            hasQuery = false
-        }
+        // Byte-wise: this runs for every request, and String/Substring comparisons are slow.
+        let bytes = Array(target.utf8)
+        let pathEnd = bytes.firstIndex(of: UInt8(ascii: "?")) ?? bytes.count
+        let hasQuery = pathEnd < bytes.count
         // Origin-form only: "/hooks/{h}/requests/{r}/redeliver" -> 6 pieces, the first empty.
-        let pieces = pathPart.split(separator: "/", omittingEmptySubsequences: false)
-        guard pieces.count == 6, pieces[0].isEmpty, pieces[1] == "hooks", pieces[3] == "requests",
-              pieces[5] == "redeliver", !pieces[2].isEmpty, !pieces[4].isEmpty
+        var cuts: [Int] = []  // positions of the '/' separators
+        cuts.reserveCapacity(6)
+        for i in 0..<pathEnd where bytes[i] == UInt8(ascii: "/") {
+            cuts.append(i)
+            if cuts.count > 5 { return .failure(.notFound()) }
+        }
+        guard cuts.count == 5, cuts[0] == 0 else { return .failure(.notFound()) }
+        func piece(_ n: Int) -> ArraySlice<UInt8> {
+            bytes[(cuts[n - 1] + 1)..<(n < 5 ? cuts[n] : pathEnd)]
+        }
+        guard piece(1).elementsEqual("hooks".utf8), piece(3).elementsEqual("requests".utf8),
+              piece(5).elementsEqual("redeliver".utf8), !piece(2).isEmpty, !piece(4).isEmpty
         else { return .failure(.notFound()) }
         guard method == "POST" else { return .failure(.methodNotAllowed(method)) }
-        guard let hook = UUIDText.canonical(pieces[2]) else {
+        guard let hook = UUIDText.canonical(bytes: piece(2)) else {
             return .failure(.badRequest("hook_id must be a UUID (8-4-4-4-12 hex)"))
         }
-        guard let request = UUIDText.canonical(pieces[4]) else {
+        guard let request = UUIDText.canonical(bytes: piece(4)) else {
             return .failure(.badRequest("request_id must be a UUID (8-4-4-4-12 hex)"))
         }
         guard !hasQuery else {

@@ -2,13 +2,18 @@ import COpenSSL
 
 /// SHA-256 through OpenSSL's one-shot EVP_Digest (no object to own or free).
 public enum SHA256 {
+    /// Fetched once: OpenSSL 3 looks the algorithm up on every call of `EVP_sha256()`-based
+    /// digests otherwise (an implicit fetch), which costs more than hashing a short key.
+    /// Never freed: it lives as long as the process. Immutable after creation.
+    private nonisolated(unsafe) static let algorithm: OpaquePointer? = EVP_MD_fetch(nil, "SHA256", nil)
+
     public static func digest<Bytes: Sequence>(_ bytes: Bytes) -> [UInt8] where Bytes.Element == UInt8 {
         let input = Array(bytes)
         var out = [UInt8](repeating: 0, count: 32)
         var outLength: UInt32 = 0
         let ok = input.withUnsafeBytes { inBuf in
             out.withUnsafeMutableBufferPointer { outBuf in
-                EVP_Digest(inBuf.baseAddress, inBuf.count, outBuf.baseAddress, &outLength, EVP_sha256(), nil)
+                EVP_Digest(inBuf.baseAddress, inBuf.count, outBuf.baseAddress, &outLength, algorithm ?? EVP_sha256(), nil)
             }
         }
         precondition(ok == 1 && outLength == 32, "EVP_Digest(SHA-256) failed")

@@ -29,7 +29,10 @@ public enum UUIDText {
 
     /// The canonical (lower-case) form of `text` if it is an 8-4-4-4-12 hex UUID, else nil.
     public static func canonical<S: StringProtocol>(_ text: S) -> String? {
-        let utf8 = Array(text.utf8)
+        canonical(bytes: Array(text.utf8))
+    }
+
+    static func canonical<Bytes: Collection>(bytes utf8: Bytes) -> String? where Bytes.Element == UInt8 {
         guard utf8.count == 36 else { return nil }
         var out = [UInt8]()
         out.reserveCapacity(36)

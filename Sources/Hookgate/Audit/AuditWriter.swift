@@ -51,6 +51,7 @@ final class AuditWriter: @unchecked Sendable {
     private var headHash = AuditChain.genesis
     private var insertRequest: SQLiteStatement?
     private var insertResponse: SQLiteStatement?
+    private let hasher = SHA256Context()
     private var beginStatement: SQLiteStatement?
     private var commitStatement: SQLiteStatement?
 
@@ -232,7 +233,7 @@ final class AuditWriter: @unchecked Sendable {
                         values = [.int(seq)] + record.values(maxBodyBytes: maxBodyBytes) + [.text(hash)]
                         statement = insertResponse
                     }
-                    hash = AuditChain.hash(table: table, values: values)
+                    hash = AuditChain.hash(table: table, values: values, context: hasher)
                     try statement.run(values + [.text(hash)])
                 }
                 try commitStatement.run([])

@@ -7,13 +7,13 @@ enum AuditChain {
     static let genesis = String(repeating: "0", count: 64)
     static let domain = Array("hookgate-audit-chain-v1".utf8)
 
-    static func hash(table: String, values: [SQLValue]) -> String {
+    static func hash(table: String, values: [SQLValue], context: SHA256Context? = nil) -> String {
         var bytes = [UInt8]()
         bytes.reserveCapacity(1024)
         bytes.append(contentsOf: domain)
         appendField(.text(table), to: &bytes)
         for v in values { appendField(v, to: &bytes) }
-        return SHA256.hex(bytes: bytes)
+        return context?.hex(bytes) ?? SHA256.hex(bytes: bytes)
     }
 
     private static func appendBigEndian(_ value: UInt64, to out: inout [UInt8]) {

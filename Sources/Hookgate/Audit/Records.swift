@@ -120,26 +120,34 @@ enum MiniJSON {
         }
 
         mutating func string() -> String? {
-            guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { return nil }
+            guard i < bytes.count, bytes[i] == 0x22 else { return nil }
             i += 1
-            var out: [UInt8] = []
+            // Fast path: no escape before the closing quote, so the bytes are the string.
+            let start = i
+            while i < bytes.count, bytes[i] != 0x22, bytes[i] != 0x5C { i += 1 }
+            guard i < bytes.count else { return nil }
+            if bytes[i] == 0x22 {
+                defer { i += 1 }
+                return String(validating: bytes[start..<i], as: UTF8.self)
+            }
+            var out = Array(bytes[start..<i])
             while i < bytes.count {
                 let c = bytes[i]
                 i += 1
                 switch c {
-                case UInt8(ascii: "\""):
+                case 0x22:
                     return String(validating: out, as: UTF8.self)
-                case UInt8(ascii: "\\"):
+                case 0x5C:
                     guard i < bytes.count else { return nil }
                     let e = bytes[i]
                     i += 1
                     switch e {
-                    case UInt8(ascii: "n"): out.append(10)
-                    case UInt8(ascii: "t"): out.append(9)
-                    case UInt8(ascii: "r"): out.append(13)
-                    case UInt8(ascii: "b"): out.append(8)
-                    case UInt8(ascii: "f"): out.append(12)
-                    case UInt8(ascii: "u"):
+                    case 0x6E: out.append(10)  // n
+                    case 0x74: out.append(9)   // t
+                    case 0x72: out.append(13)  // r
+                    case 0x62: out.append(8)   // b
+                    case 0x66: out.append(12)  // f
+                    case 0x75:                 // u
                         guard i + 4 <= bytes.count,
                               let code = UInt32(String(decoding: bytes[i..<i + 4], as: UTF8.self), radix: 16) else { return nil }
                         i += 4

@@ -109,8 +109,15 @@ final class SQLiteStatement {
             case .int(let v): rc = sqlite3_bind_int64(statement, index, v)
             case .double(let v): rc = sqlite3_bind_double(statement, index, v)
             case .text(let s):
-                rc = s.utf8CString.withUnsafeBufferPointer { buf in
-                    hg_sqlite3_bind_text_transient(statement, index, buf.baseAddress, Int32(buf.count - 1))
+                // Native strings are contiguous UTF-8: bind in place (SQLite copies: TRANSIENT).
+                if s.isEmpty {
+                    // An empty buffer may have no address, and NULL would bind SQL NULL, not "".
+                    rc = hg_sqlite3_bind_text_transient(statement, index, "", 0)
+                } else {
+                    var text = s
+                    rc = text.withUTF8 { buf in
+                        hg_sqlite3_bind_text_transient(statement, index, buf.baseAddress, Int32(buf.count))
+                    }
                 }
             case .blob(let b):
                 rc = b.withUnsafeBytes { hg_sqlite3_bind_blob_transient(statement, index, $0.baseAddress, Int32($0.count)) }

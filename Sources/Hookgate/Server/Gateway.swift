@@ -137,7 +137,7 @@ public final class Gateway {
         ]
         logger.info("listening", metadata: [
             "listen.address": "\(config.listen.address)", "listen.port": .stringConvertible(server?.boundPort ?? 0),
-            "listen.tls": "\(config.listen.tls != nil)",
+            "listen.tls": .stringConvertible(config.listen.tls != nil),
             "admin.address": "\(config.admin.address)", "admin.port": .stringConvertible(admin?.boundPort ?? 0),
             "upstream": "\(config.upstream.baseURL)", "config.version": "\(config.version)",
             "teams": .stringConvertible(config.teams.count), "version": "\(BuildInfo.version)",
@@ -318,23 +318,24 @@ public final class Gateway {
         inFlight -= 1
         let totalMs = Double(EventLoop.monotonicNanos() - exchange.started) / 1_000_000
         metrics.countRequest(team: exchange.verdict.team, decision: decision, status: status)
-        var meta: Logger.Metadata = [
-            "request.id": "\(exchange.id)",
-            "client.addr": "\(exchange.clientAddress)",
-            "method": "\(exchange.method)",
-            "path": "\(exchange.verdict.plan?.target.path ?? String(exchange.target.prefix(256)))",
-            "decision": "\(decision.rawValue)",
-            "status": .stringConvertible(status),
-            "duration_ms": .stringConvertible(Self.rounded(totalMs)),
-        ]
-        if let team = exchange.verdict.team { meta["team"] = "\(team)" }
-        if let fp = exchange.verdict.keyFingerprint { meta["key.fingerprint"] = "\(fp)" }
-        if let hook = exchange.verdict.hookID { meta["hook"] = "\(hook)" }
-        if let up = exchange.upstreamStatus { meta["upstream.status"] = .stringConvertible(up) }
-        if let ms = exchange.upstreamMs { meta["upstream.ms"] = .stringConvertible(Self.rounded(ms)) }
-        if let detail, decision != .forwarded { meta["detail"] = "\(detail)" }
-        if let crid = exchange.clientRequestID { meta["client.request_id"] = "\(crid)" }
-        logger.info("request", metadata: meta)
+        // The per-request line is built directly (it runs for every call; swift-log's
+        // metadata dictionary costs several times more), in the same JSON shape as the others.
+        var line = RequestLogLine()
+        line.text("request.id", exchange.id)
+        line.text("client.addr", exchange.clientAddress)
+        line.text("method", exchange.method)
+        line.text("path", exchange.verdict.plan?.target.path ?? String(exchange.target.prefix(256)))
+        line.text("decision", decision.rawValue)
+        line.number("status", Double(status))
+        line.number("duration_ms", Self.rounded(totalMs))
+        if let team = exchange.verdict.team { line.text("team", team) }
+        if let fp = exchange.verdict.keyFingerprint { line.text("key.fingerprint", fp) }
+        if let hook = exchange.verdict.hookID { line.text("hook", hook) }
+        if let up = exchange.upstreamStatus { line.number("upstream.status", Double(up)) }
+        if let ms = exchange.upstreamMs { line.number("upstream.ms", Self.rounded(ms)) }
+        if let detail, decision != .forwarded { line.text("detail", detail) }
+        if let crid = exchange.clientRequestID { line.text("client.request_id", crid) }
+        LineWriter.stderr.write(line.finish())
         drainProgress()
     }
 
@@ -566,4 +567,25 @@ final class Resolver: @unchecked Sendable {
         thread.start()
         _ = first.wait(timeout: .now() + .milliseconds(waitFirstMs))
     }
+}
+
+/// One JSON log line for a request: `ts`, `level`, `msg`, then the fields in order.
+struct RequestLogLine {
+    private var out: String
+
+    init() {
+        out = "{\"ts\":\"\(Timestamp.rfc3339(Date()))\",\"level\":\"info\",\"msg\":\"request\""
+    }
+
+    mutating func text(_ key: String, _ value: String) {
+        out += ",\"\(key)\":"
+        JSON.appendString(value, to: &out)
+    }
+
+    mutating func number(_ key: String, _ value: Double) {
+        out += ",\"\(key)\":"
+        if value == value.rounded() && abs(value) < 1e15 { out += String(Int64(value)) } else { out += String(value) }
+    }
+
+    func finish() -> String { out + "}" }
 }

@@ -6,6 +6,7 @@ public enum SHA256 {
     /// digests otherwise (an implicit fetch), which costs more than hashing a short key.
     /// Never freed: it lives as long as the process. Immutable after creation.
     private nonisolated(unsafe) static let algorithm: OpaquePointer? = EVP_MD_fetch(nil, "SHA256", nil)
+    static var md: OpaquePointer? { algorithm ?? EVP_sha256() }
 
     public static func digest<Bytes: Sequence>(_ bytes: Bytes) -> [UInt8] where Bytes.Element == UInt8 {
         let input = Array(bytes)
@@ -23,6 +24,33 @@ public enum SHA256 {
     /// Lower-case hex SHA-256 of the UTF-8 bytes of `text`.
     public static func hex(_ text: String) -> String { Hex.encode(digest(Array(text.utf8))) }
     public static func hex<Bytes: Sequence>(bytes: Bytes) -> String where Bytes.Element == UInt8 { Hex.encode(digest(bytes)) }
+}
+
+/// A reusable SHA-256 context for one thread's repeated hashing (the audit writer): saves the
+/// allocation and set-up of a context per hash. Owns its `EVP_MD_CTX`, freed in `deinit`.
+final class SHA256Context {
+    private let ctx: OpaquePointer
+
+    init() {
+        guard let ctx = EVP_MD_CTX_new() else { fatalError("EVP_MD_CTX_new failed") }
+        self.ctx = ctx
+    }
+
+    deinit { EVP_MD_CTX_free(ctx) }
+
+    func hex(_ bytes: [UInt8]) -> String {
+        var out = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        let ok = bytes.withUnsafeBytes { input in
+            out.withUnsafeMutableBufferPointer { output in
+                EVP_DigestInit_ex2(ctx, SHA256.md, nil) == 1
+                    && EVP_DigestUpdate(ctx, input.baseAddress, input.count) == 1
+                    && EVP_DigestFinal_ex(ctx, output.baseAddress, &length) == 1
+            }
+        }
+        precondition(ok && length == 32, "SHA-256 failed")
+        return Hex.encode(out)
+    }
 }
 
 public enum Hex {

@@ -63,3 +63,55 @@ import Testing
         #expect(!JSON.isBareLiteral("inf"))
     }
 }
+
+@Suite struct EventFieldsTests {
+    @Test func readsTheThreeFieldsAndSkipsEverythingElse() {
+        let body = #"{"id":"x","info":{"delivery_id":"nested"},"list":[1,{"a":"}"}],"delivery_id":"d-1","ev\u0065nt":"no","event":"a:\"b\"","n":-1.5e3,"ok":true,"tenant_id":"t-9"}"#
+        let f = EventFields.parse(Array(body.utf8))
+        #expect(f.deliveryID == "d-1")
+        #expect(f.event == "a:\"b\"")
+        #expect(f.tenantID == "t-9")
+    }
+
+    @Test func nonObjectsAndBrokenBodiesGiveNothing() {
+        for body in ["", "[]", "upstream exploded", #"{"delivery_id":1}"#, #"{"delivery_id":"x"#] {
+            let f = EventFields.parse(Array(body.utf8))
+            #expect(f.deliveryID == nil, "\(body)")
+            #expect(f.event == nil)
+        }
+    }
+}
+
+@Suite struct ResponseParserTests {
+    @Test func parsesLengthChunkedAndCloseDelimitedBodies() throws {
+        var p = ResponseParser()
+        guard case .complete(let r) = try p.feed(Array("HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 5\r\nContent-Type: text/plain\r\n\r\nhello".utf8)) else {
+            Issue.record("incomplete"); return
+        }
+        #expect(r.status == 200 && r.body == Array("hello".utf8) && r.keepAlive)
+        #expect(r.header("content-type") == "text/plain")
+
+        var c = ResponseParser()
+        #expect(try c.feed(Array("HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n".utf8)) == .needMore)
+        guard case .complete(let r2) = try c.feed(Array("2;x=y\r\nde\r\n0\r\n\r\n".utf8)) else { Issue.record("incomplete"); return }
+        #expect(r2.status == 500 && r2.body == Array("abcde".utf8))
+
+        var d = ResponseParser()
+        #expect(try d.feed(Array("HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\npart".utf8)) == .needMore)
+        let r3 = try d.finish()
+        #expect(r3.body == Array("part".utf8) && !r3.keepAlive)
+    }
+
+    @Test func refusesMalformedAndOversizedAnswers() {
+        var a = ResponseParser()
+        #expect(throws: ResponseParser.ParseError.self) { try a.feed(Array("HTTP/1.1 2x0 OK\r\n\r\n".utf8)) }
+        var b = ResponseParser(maxBodyBytes: 4)
+        #expect(throws: ResponseParser.ParseError.bodyTooLarge(4)) { try b.feed(Array("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n".utf8)) }
+        var c = ResponseParser()
+        #expect(throws: ResponseParser.ParseError.self) {
+            try c.feed(Array("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".utf8))
+        }
+        var d = ResponseParser()
+        #expect(throws: ResponseParser.ParseError.self) { try d.finish() }
+    }
+}

@@ -63,8 +63,15 @@ struct EventFields: Equatable {
     var tenantID: String?
 
     static func parse(_ body: [UInt8]) -> EventFields {
-        guard let object = MiniJSON.topLevelStrings(body) else { return EventFields() }
-        return EventFields(deliveryID: object["delivery_id"], event: object["event"], tenantID: object["tenant_id"])
+        var fields = EventFields()
+        MiniJSON.topLevelStrings(body, keys: ["delivery_id", "event", "tenant_id"]) { key, value in
+            switch key {
+            case 0: fields.deliveryID = value
+            case 1: fields.event = value
+            default: fields.tenantID = value
+            }
+        }
+        return fields
     }
 }
 
@@ -74,6 +81,49 @@ enum MiniJSON {
     static func topLevelStrings(_ bytes: [UInt8]) -> [String: String]? {
         var p = Parser(bytes: bytes)
         return p.object()
+    }
+
+    /// Calls `found` with the index in `keys` and the value of each top-level member whose
+    /// name is one of `keys` and whose value is a string. Other members are skipped without
+    /// building strings (this runs for every upstream answer).
+    static func topLevelStrings(_ bytes: [UInt8], keys: [String], found: (Int, String) -> Void) {
+        let wanted = keys.map { Array($0.utf8) }
+        var p = Parser(bytes: bytes)
+        p.ws()
+        guard p.i < bytes.count, bytes[p.i] == UInt8(ascii: "{") else { return }
+        p.i += 1
+        while true {
+            p.ws()
+            guard p.i < bytes.count, bytes[p.i] == 0x22 else { return }
+            // The key, as raw bytes (keys with escapes never match a wanted name).
+            let start = p.i + 1
+            var end = start
+            while end < bytes.count, bytes[end] != 0x22, bytes[end] != 0x5C { end += 1 }
+            guard end < bytes.count else { return }
+            let match: Int?
+            if bytes[end] == 0x22 {
+                match = wanted.firstIndex { $0.elementsEqual(bytes[start..<end]) }
+                p.i = end + 1
+            } else {
+                guard p.string() != nil else { return }
+                match = nil
+            }
+            p.ws()
+            guard p.i < bytes.count, bytes[p.i] == UInt8(ascii: ":") else { return }
+            p.i += 1
+            p.ws()
+            guard p.i < bytes.count else { return }
+            if let match, bytes[p.i] == 0x22 {
+                guard let value = p.string() else { return }
+                found(match, value)
+            } else {
+                guard p.skipValue() else { return }
+            }
+            p.ws()
+            guard p.i < bytes.count else { return }
+            if bytes[p.i] == UInt8(ascii: ",") { p.i += 1; continue }
+            return
+        }
     }
 
     private struct Parser {

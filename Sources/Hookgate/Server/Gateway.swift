@@ -271,9 +271,16 @@ public final class Gateway {
 
     private func requestRecord(_ exchange: Exchange, decision: DecisionWord) -> AuditRequestRecord {
         let verdict = exchange.verdict
-        var path = String(exchange.target.prefix { $0 != "?" }.prefix(2048))
-        if let hook = verdict.hookID, let event = verdict.eventRequestID {
-            path = "/hooks/\(hook)/requests/\(event)/redeliver"
+        let path: String
+        if let plan = verdict.plan {
+            path = plan.target.path
+        } else if let hook = verdict.hookID, let event = verdict.eventRequestID {
+            path = RedeliverTarget(hookID: hook, requestID: event).path
+        } else {
+            // As received, without the query, capped (byte-wise: no grapheme breaking).
+            let utf8 = exchange.target.utf8
+            let end = utf8.firstIndex(of: UInt8(ascii: "?")) ?? utf8.endIndex
+            path = String(decoding: utf8[utf8.startIndex..<end].prefix(2048), as: UTF8.self)
         }
         return AuditRequestRecord(
             requestID: exchange.id, receivedAt: Timestamp.rfc3339(exchange.receivedAt), clientAddr: exchange.clientAddress,
@@ -569,23 +576,50 @@ final class Resolver: @unchecked Sendable {
     }
 }
 
-/// One JSON log line for a request: `ts`, `level`, `msg`, then the fields in order.
+/// One JSON log line for a request: `ts`, `level`, `msg`, then the fields in order. Built as
+/// bytes: this runs for every call.
 struct RequestLogLine {
-    private var out: String
+    private var out: [UInt8]
 
     init() {
-        out = "{\"ts\":\"\(Timestamp.rfc3339(Date()))\",\"level\":\"info\",\"msg\":\"request\""
+        out = []
+        out.reserveCapacity(512)
+        out.append(contentsOf: #"{"ts":""#.utf8)
+        out.append(contentsOf: Timestamp.rfc3339(Date()).utf8)
+        out.append(contentsOf: #"","level":"info","msg":"request""#.utf8)
     }
 
-    mutating func text(_ key: String, _ value: String) {
-        out += ",\"\(key)\":"
-        JSON.appendString(value, to: &out)
+    private mutating func key(_ key: String) {
+        out.append(contentsOf: #",""#.utf8)
+        out.append(contentsOf: key.utf8)
+        out.append(contentsOf: #"":"#.utf8)
     }
 
-    mutating func number(_ key: String, _ value: Double) {
-        out += ",\"\(key)\":"
-        if value == value.rounded() && abs(value) < 1e15 { out += String(Int64(value)) } else { out += String(value) }
+    mutating func text(_ name: String, _ value: String) {
+        key(name)
+        if value.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
+            var escaped = ""
+            JSON.appendString(value, to: &escaped)
+            out.append(contentsOf: escaped.utf8)
+        } else {
+            out.append(0x22)
+            out.append(contentsOf: value.utf8)
+            out.append(0x22)
+        }
     }
 
-    func finish() -> String { out + "}" }
+    mutating func number(_ name: String, _ value: Double) {
+        key(name)
+        if value == value.rounded() && abs(value) < 1e15 {
+            out.append(contentsOf: String(Int64(value)).utf8)
+        } else {
+            out.append(contentsOf: String(value).utf8)
+        }
+    }
+
+    func finish() -> String {
+        var done = out
+        done.append(UInt8(ascii: "}"))
+        return String(decoding: done, as: UTF8.self)
+    }
 }

@@ -223,22 +223,22 @@ public struct ResponseParser: Sendable {
             let name = String(decoding: nameBytes, as: UTF8.self)
             let value = String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingSpaces
             headers.append((name, value))
-            switch name.lowercased() {
-            case "content-length":
+            switch ResponseParser.framingHeader(nameBytes) {
+            case .contentLength:
                 guard let n = Int(value), n >= 0, value.allSatisfy(\.isASCIIDigit) else {
                     throw .malformed("bad Content-Length")
                 }
                 if let previous = contentLength, previous != n { throw .malformed("conflicting Content-Length") }
                 contentLength = n
-            case "transfer-encoding":
+            case .transferEncoding:
                 let codings = value.lowercased().split(separator: ",").map { $0.trimmingCharacters() }
                 guard codings.last == "chunked" else { throw .malformed("unsupported Transfer-Encoding") }
                 chunked = true
-            case "connection":
+            case .connection:
                 let tokens = value.lowercased().split(separator: ",").map { $0.trimmingCharacters() }
                 if tokens.contains("close") { keepAlive = false }
                 if tokens.contains("keep-alive") && version == "HTTP/1.0" { keepAlive = true }
-            default:
+            case nil:
                 break
             }
         }
@@ -252,6 +252,21 @@ public struct ResponseParser: Sendable {
         } else {
             keepAlive = false
             state = .body(.untilClose)
+        }
+    }
+
+    private enum FramingHeader { case contentLength, transferEncoding, connection }
+
+    /// The headers that decide framing and reuse, matched case-insensitively on bytes.
+    private static func framingHeader(_ name: ArraySlice<UInt8>) -> FramingHeader? {
+        func equals(_ literal: String) -> Bool {
+            name.count == literal.utf8.count && zip(name, literal.utf8).allSatisfy { ($0 | 0x20) == $1 }
+        }
+        switch name.count {
+        case 14: return equals("content-length") ? .contentLength : nil
+        case 17: return equals("transfer-encoding") ? .transferEncoding : nil
+        case 10: return equals("connection") ? .connection : nil
+        default: return nil
         }
     }
 

@@ -115,3 +115,20 @@ import Testing
         #expect(throws: ResponseParser.ParseError.self) { try d.finish() }
     }
 }
+
+@Suite struct RequestIDTests {
+    @Test func idsAreVersion7UUIDsThatSortByTime() throws {
+        let a = RequestID.make()
+        Thread.sleep(forTimeInterval: 0.002)
+        let b = RequestID.make()
+        #expect(UUIDText.canonical(a) == a)
+        #expect(Array(a.utf8)[14] == UInt8(ascii: "7"))
+        #expect("89ab".contains(Array(a)[19]))
+        #expect(a < b)
+        #expect(a != RequestID.make())
+        // The first 48 bits are the time in ms.
+        let hex = a.replacingOccurrences(of: "-", with: "").prefix(12)
+        let ms = try #require(UInt64(hex, radix: 16))
+        #expect(abs(Double(ms) / 1000 - Date().timeIntervalSince1970) < 5)
+    }
+}

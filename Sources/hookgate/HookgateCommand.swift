@@ -5,5 +5,6 @@ struct HookgateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hookgate",
         abstract: "The gateway in front of Hookshot's redeliver endpoint.",
-        subcommands: [ServeCommand.self, CheckConfigCommand.self, KeygenCommand.self, AuditCommand.self, SimulateUpstreamCommand.self])
+        subcommands: [ServeCommand.self, CheckConfigCommand.self, KeygenCommand.self, AuditCommand.self, SimulateUpstreamCommand.self,
+                      BenchAuditCommand.self])
 }

@@ -35,7 +35,9 @@ final class AuditWriter: @unchecked Sendable {
     private let maxBodyBytes: Int
     private let busyTimeoutMs: Int
     private let maxQueue: Int
-    private let maxBatch = 1024
+    /// Most records per transaction (whole jobs are never split). 1 turns group commit off:
+    /// one transaction, and with durability full one fsync, per record (bench-audit measures it).
+    private let maxBatch: Int
     private let condition = NSCondition()
     private var queue: [Job] = []
     private var queuedItems = 0
@@ -57,8 +59,11 @@ final class AuditWriter: @unchecked Sendable {
 
     /// Opens (creating and migrating) the database now, on the calling thread, so that a
     /// misconfigured path stops start-up with a clear error; then starts the writer thread.
-    init(loop: EventLoop, config: AuditConfig, onFailure: @escaping @Sendable (String) -> Void) throws(AuditError) {
+    init(loop: EventLoop, config: AuditConfig, maxBatch: Int = 1024,
+         onFailure: @escaping @Sendable (String) -> Void) throws(AuditError) {
+        precondition(maxBatch >= 1, "maxBatch must be at least 1")
         self.loop = loop
+        self.maxBatch = maxBatch
         self.path = config.path
         self.durability = config.durability
         self.maxBodyBytes = config.maxBodyBytes

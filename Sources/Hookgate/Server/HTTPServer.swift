@@ -293,7 +293,7 @@ final class IncomingRequest {
 
     /// Values of header `name` (case-insensitive), in order.
     func headerValues(_ name: String) -> [String] {
-        headers.filter { $0.name.caseInsensitiveCompare(name) == .orderedSame }.map(\.value)
+        headers.compactMap { ASCII.equalsIgnoringCase($0.name, name) ? $0.value : nil }
     }
 
     /// Bytes of the head as received (approximation: request line + fields + CRLFs).
@@ -395,6 +395,17 @@ enum HTTPStatus {
         case 503: return "Service Unavailable"
         case 504: return "Gateway Timeout"
         default: return "Status \(status)"
+        }
+    }
+}
+
+enum ASCII {
+    /// Case-insensitive equality of ASCII header names, on bytes (no Foundation, no Unicode).
+    static func equalsIgnoringCase(_ a: String, _ b: String) -> Bool {
+        let x = a.utf8, y = b.utf8
+        guard x.count == y.count else { return false }
+        return zip(x, y).allSatisfy { p, q in
+            p == q || (p | 0x20 == q | 0x20 && (p | 0x20) >= 0x61 && (p | 0x20) <= 0x7A)
         }
     }
 }

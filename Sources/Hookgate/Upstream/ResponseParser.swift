@@ -10,7 +10,7 @@ public struct UpstreamResponse: Sendable, Equatable {
     public var keepAlive: Bool
 
     public func header(_ name: String) -> String? {
-        headers.first { $0.name.lowercased() == name.lowercased() }?.value
+        headers.first { ASCII.equalsIgnoringCase($0.name, name) }?.value
     }
 
     public static func == (a: UpstreamResponse, b: UpstreamResponse) -> Bool {

@@ -1,15 +1,20 @@
 /// Prometheus counters and histograms, kept on the loop thread (no locks) and rendered in
 /// the text exposition format by the admin listener.
 final class Metrics {
-    private var requests: [String: Int] = [:]          // labels text -> count
+    private struct RequestKey: Hashable {
+        var team: String?
+        var decision: DecisionWord
+        var status: Int
+    }
+    /// Counted per request with a cheap key; label text is made only when scraped.
+    private var requests: [RequestKey: Int] = [:]
     private var rateLimited: [String: Int] = [:]
     private var upstreamFailures: [String: Int] = [:]
     private var reloads: [String: Int] = ["ok": 0, "error": 0]
     private var upstreamLatency = Histogram(bounds: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
 
     func countRequest(team: String?, decision: DecisionWord, status: Int) {
-        let key = "team=\(Metrics.quote(team ?? "")),decision=\(Metrics.quote(decision.rawValue)),status=\"\(status)\""
-        requests[key, default: 0] += 1
+        requests[RequestKey(team: team, decision: decision, status: status), default: 0] += 1
     }
 
     func countRateLimited(team: String?, scope: String) {
@@ -42,7 +47,12 @@ final class Metrics {
 
     func render(gateway: Gateway) -> String {
         var out = ""
-        family(&out, "hookgate_requests_total", "counter", "Caller requests by team, decision and status.", requests)
+        var requestLabels: [String: Int] = [:]
+        for (key, count) in requests {
+            let labels = "team=\(Metrics.quote(key.team ?? "")),decision=\(Metrics.quote(key.decision.rawValue)),status=\"\(key.status)\""
+            requestLabels[labels, default: 0] += count
+        }
+        family(&out, "hookgate_requests_total", "counter", "Caller requests by team, decision and status.", requestLabels)
         family(&out, "hookgate_rate_limited_total", "counter", "Requests refused by a rate limit, by team and scope.", rateLimited)
         family(&out, "hookgate_upstream_failures_total", "counter", "Upstream calls that produced no response, by reason.", upstreamFailures)
         out += "# HELP hookgate_upstream_duration_seconds Time from sending a call upstream to its full response.\n"

@@ -46,6 +46,8 @@ public final class Gateway {
     private(set) var policy: Policy
     private var limiter: RateLimiter
     let tokens: TokenProvider
+    /// The upstream `Host` header, made once.
+    private let upstreamHostHeader: String
     let pool: UpstreamPool
     let audit: AuditWriter
     private var server: HTTPServer?
@@ -70,6 +72,7 @@ public final class Gateway {
         self.loop = loop
         let tls = try TLSClientContext(caFile: config.upstream.caFile)
         tokens = TokenProvider(loop: loop, material: material, tls: tls, logger: logger)
+        upstreamHostHeader = UpstreamOptions.hostHeader(host: config.upstream.host, port: config.upstream.port)
         let up = config.upstream
         pool = UpstreamPool(loop: loop, tls: tls, options: UpstreamOptions(
             host: up.host, port: up.port, connectTimeoutMs: up.connectTimeoutMs, timeoutMs: up.timeoutMs,
@@ -214,7 +217,7 @@ public final class Gateway {
             return
         }
         let call = UpstreamCall(path: plan.target.path, serviceToken: token, requestID: exchange.id,
-                                options: pool.options)
+                                hostHeader: upstreamHostHeader)
         let sentAt = EventLoop.monotonicNanos()
         exchange.forwarded = true
         pool.send(call) { [unowned self] result in

@@ -220,12 +220,18 @@ public struct ResponseParser: Sendable {
             }
             let nameBytes = line[line.startIndex..<colon]
             guard nameBytes.allSatisfy(ResponseParser.isTokenChar) else { throw .malformed("bad header name") }
+            // Trim optional white space on bytes, then make the strings once.
+            var valueStart = colon + 1, valueEnd = line.endIndex
+            while valueStart < valueEnd, line[valueStart] == 0x20 || line[valueStart] == 0x09 { valueStart += 1 }
+            while valueEnd > valueStart, line[valueEnd - 1] == 0x20 || line[valueEnd - 1] == 0x09 { valueEnd -= 1 }
+            let valueBytes = line[valueStart..<valueEnd]
             let name = String(decoding: nameBytes, as: UTF8.self)
-            let value = String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingSpaces
+            let value = String(decoding: valueBytes, as: UTF8.self)
             headers.append((name, value))
             switch ResponseParser.framingHeader(nameBytes) {
             case .contentLength:
-                guard let n = Int(value), n >= 0, value.allSatisfy(\.isASCIIDigit) else {
+                guard !valueBytes.isEmpty, valueBytes.count <= 15, valueBytes.allSatisfy({ $0 >= 48 && $0 <= 57 }),
+                      let n = Int(value) else {
                     throw .malformed("bad Content-Length")
                 }
                 if let previous = contentLength, previous != n { throw .malformed("conflicting Content-Length") }

@@ -62,7 +62,9 @@ public struct UpstreamOptions: Sendable, Equatable {
     }
 
     /// `Host` header value: the port only when it is not 443.
-    var hostHeader: String {
+    var hostHeader: String { UpstreamOptions.hostHeader(host: host, port: port) }
+
+    static func hostHeader(host: String, port: Int) -> String {
         let h = host.contains(":") ? "[\(host)]" : host
         return port == 443 ? h : "\(h):\(port)"
     }
@@ -77,14 +79,20 @@ public struct UpstreamCall {
     init(head: String) { self.head = Array(head.utf8) }
 
     public init(path: String, serviceToken: String, requestID: String, options: UpstreamOptions) {
-        var text = "POST \(path) HTTP/1.1\r\n"
-        text += "Host: \(options.hostHeader)\r\n"
-        text += "Authorization: Bearer \(serviceToken)\r\n"
-        text += "X-Request-Id: \(requestID)\r\n"
-        text += "User-Agent: hookgate/\(BuildInfo.version)\r\n"
-        text += "Accept: application/json\r\n"
-        text += "Content-Length: 0\r\n\r\n"
-        head = Array(text.utf8)
+        self.init(path: path, serviceToken: serviceToken, requestID: requestID, hostHeader: options.hostHeader)
+    }
+
+    init(path: String, serviceToken: String, requestID: String, hostHeader: String) {
+        // Built as bytes (every forwarded call).
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(320 + serviceToken.utf8.count)
+        func add(_ s: String) { bytes.append(contentsOf: s.utf8) }
+        add("POST "); add(path); add(" HTTP/1.1\r\nHost: "); add(hostHeader)
+        add("\r\nAuthorization: Bearer "); add(serviceToken)
+        add("\r\nX-Request-Id: "); add(requestID)
+        add("\r\nUser-Agent: hookgate/"); add(BuildInfo.version)
+        add("\r\nAccept: application/json\r\nContent-Length: 0\r\n\r\n")
+        head = bytes
     }
 }
 

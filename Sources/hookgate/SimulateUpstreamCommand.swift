@@ -6,13 +6,7 @@ struct SimulateUpstreamCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "simulate-upstream",
         abstract: "Run the bundled HTTPS Hookshot simulator (for demos and tests).",
-        discussion: """
-            Serves POST /hooks/{hook_id}/requests/{request_id}/redeliver over HTTPS and prints one
-            JSON line per received request on stdout (Authorization reduced to a fingerprint).
-            Outcomes for one call are chosen by the first 8 hex digits of its request id:
-            00000404 -> 404, 00000500 -> 500 (plain text), 00000401 -> 401, 00005100 -> slow,
-            0000c105 -> connection closed without an answer. See docs/simulator.md.
-            """)
+        discussion: "Serves POST /hooks/{hook_id}/requests/{request_id}/redeliver over HTTPS, and with --client-id the token endpoint POST /auth/token, and prints one JSON line per received request on stdout (Authorization reduced to a fingerprint). Outcomes for one call are chosen by the first 8 hex digits of its request id: 00000404 -> 404, 00000500 -> 500 (plain text), 00000401 -> 401, 00005100 -> slow, 0000c105 -> connection closed without an answer. SIGUSR1 makes the token endpoint fail (503), SIGUSR2 brings it back. See docs/simulator.md.")
 
     @Option(help: "Address to listen on.") var address = "127.0.0.1"
     @Option(help: "Port to listen on (0: any free port, printed on the first line).") var port = 0
@@ -29,6 +23,8 @@ struct SimulateUpstreamCommand: ParsableCommand {
     var tokenEnv = "HOOKSHOT_SERVICE_TOKEN"
     @Option(help: "File holding the accepted service token (instead of --token-env).")
     var tokenFile: String?
+    @Option(help: "The accepted service token itself (tests and demos only: visible in ps).")
+    var token: String?
     @Option(help: "Outcome for every call: ok, 404, 500, 401, slow, close.")
     var mode = "ok"
     @Option(help: "Delay of the 'slow' outcome, in milliseconds.") var slowMs = 3000
@@ -36,6 +32,8 @@ struct SimulateUpstreamCommand: ParsableCommand {
     var clientId: String?
     @Option(help: "Environment variable holding the accepted OAuth2 client secret.")
     var clientSecretEnv = "HOOKSHOT_CLIENT_SECRET"
+    @Option(help: "The accepted OAuth2 client secret itself (tests and demos only: visible in ps).")
+    var clientSecret: String?
     @Option(help: "expires_in of issued access tokens, in seconds.") var expiresIn = 43_200
     @Option(help: "Token endpoint behaviour: ok, fail, slow (SIGUSR1 -> fail, SIGUSR2 -> ok at run time).")
     var tokenMode = "ok"
@@ -54,7 +52,9 @@ struct SimulateUpstreamCommand: ParsableCommand {
 
     func run() throws {
         let token: String
-        if let tokenFile {
+        if let given = self.token {
+            token = given
+        } else if let tokenFile {
             guard let text = try? String(contentsOfFile: tokenFile, encoding: .utf8) else {
                 throw ValidationError("cannot read --token-file \(tokenFile)")
             }
@@ -62,7 +62,7 @@ struct SimulateUpstreamCommand: ParsableCommand {
         } else {
             token = ProcessInfo.processInfo.environment[tokenEnv] ?? ""
         }
-        let clientSecret = ProcessInfo.processInfo.environment[clientSecretEnv] ?? ""
+        let clientSecret = self.clientSecret ?? ProcessInfo.processInfo.environment[clientSecretEnv] ?? ""
         if clientId != nil && clientSecret.isEmpty {
             throw ValidationError("--client-id needs a client secret in \(clientSecretEnv)")
         }

@@ -40,11 +40,16 @@ public final class LineWriter: @unchecked Sendable {
         flush()
         condition.lock()
         defer { condition.unlock() }
-        let bytes = Array((line + "\n").utf8)
+        writeAll(Array((line + "\n").utf8))
+    }
+
+    /// write(2) until done (retrying EINTR); a failing descriptor drops the rest.
+    private func writeAll(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
             var offset = 0
             while offset < raw.count {
-                let n = Foundation.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                let n = Foundation.write(fd, base + offset, raw.count - offset)
                 if n <= 0 { if errno == EINTR { continue } else { break } }
                 offset += n
             }
@@ -75,14 +80,7 @@ public final class LineWriter: @unchecked Sendable {
                 bytes.append(contentsOf: line.utf8)
                 bytes.append(10)
             }
-            bytes.withUnsafeBytes { raw in
-                var offset = 0
-                while offset < raw.count {
-                    let n = Foundation.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                    if n <= 0 { if errno == EINTR { continue } else { break } }
-                    offset += n
-                }
-            }
+            writeAll(bytes)
             condition.lock()
             writing = false
             condition.broadcast()

@@ -78,11 +78,6 @@ struct EventFields: Equatable {
 /// Reads the string-valued members of a top-level JSON object (nested values skipped).
 /// Small and bounded, so the writer does not need Foundation's JSON for three fields.
 enum MiniJSON {
-    static func topLevelStrings(_ bytes: [UInt8]) -> [String: String]? {
-        var p = Parser(bytes: bytes)
-        return p.object()
-    }
-
     /// Calls `found` with the index in `keys` and the value of each top-level member whose
     /// name is one of `keys` and whose value is a string. Other members are skipped without
     /// building strings (this runs for every upstream answer).
@@ -137,35 +132,6 @@ enum MiniJSON {
                 case 9, 10, 13, 32: i += 1
                 default: return
                 }
-            }
-        }
-
-        mutating func object() -> [String: String]? {
-            ws()
-            guard i < bytes.count, bytes[i] == UInt8(ascii: "{") else { return nil }
-            i += 1
-            var out: [String: String] = [:]
-            ws()
-            if i < bytes.count, bytes[i] == UInt8(ascii: "}") { return out }
-            while true {
-                ws()
-                guard let key = string() else { return nil }
-                ws()
-                guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { return nil }
-                i += 1
-                ws()
-                guard i < bytes.count else { return nil }
-                if bytes[i] == UInt8(ascii: "\"") {
-                    guard let value = string() else { return nil }
-                    out[key] = value
-                } else {
-                    guard skipValue() else { return nil }
-                }
-                ws()
-                guard i < bytes.count else { return nil }
-                if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
-                if bytes[i] == UInt8(ascii: "}") { return out }
-                return nil
             }
         }
 

@@ -143,7 +143,7 @@ public final class Gateway {
             "listen.tls": .stringConvertible(config.listen.tls != nil),
             "admin.address": "\(config.admin.address)", "admin.port": .stringConvertible(admin?.boundPort ?? 0),
             "upstream": "\(config.upstream.baseURL)", "config.version": "\(config.version)",
-            "teams": .stringConvertible(config.teams.count), "version": "\(BuildInfo.version)",
+            "teams": .stringConvertible(config.teams.count), "libraries": "\(BuildInfo.libraries)", "version": "\(BuildInfo.version)",
         ])
     }
 

@@ -299,7 +299,3 @@ extension StringProtocol {
     }
     func trimmingCharacters() -> String { trimmingSpaces }
 }
-
-extension Character {
-    var isASCIIDigit: Bool { isASCII && isNumber }
-}

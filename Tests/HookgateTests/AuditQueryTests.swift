@@ -472,3 +472,54 @@ private func column(_ name: String, _ row: [SQLValue]) -> SQLValue? {
         }
     }
 }
+
+// MARK: - Schema
+
+@Suite struct AuditSchemaTests {
+    private func indexes(_ db: SQLiteConnection) throws -> [String] {
+        let s = try db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%' ORDER BY name")
+        var names: [String] = []
+        while try s.step() { names.append(s.text(0) ?? "") }
+        return names
+    }
+
+    @Test func migratesAVersion1FileAndKeepsItsRecords() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hookgate-audit-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("audit.sqlite3").path
+        // One chained pair, then the file turned back into what the version-1 gateway left:
+        // the index it had and user_version 1.
+        do {
+            let writer = try ChainWriter(path: path)
+            try writer.append(request(r1, at: "2025-03-01T09:00:00.000Z", team: "claims", hook: hookA, decision: .forwarded))
+            try writer.append(response(r1, at: "2025-03-01T09:00:00.120Z", decision: .forwarded, status: 200, upstream: 200,
+                                       upstreamMs: 80, totalMs: 120, body: body1))
+            try writer.db.execute("CREATE INDEX audit_requests_event_request ON audit_requests(event_request_id)")
+            try writer.db.execute("PRAGMA user_version = 1")
+            writer.db.close()
+        }
+        let db = try AuditSchema.openForWriting(path: path, durability: .normal, busyTimeoutMs: 1000)
+        #expect(try db.scalarInt("PRAGMA user_version") == AuditSchema.version)
+        #expect(try indexes(db) == ["audit_requests_hook", "audit_requests_received_at", "audit_requests_team",
+                                    "audit_responses_decision", "audit_responses_status"])
+        let query = try AuditQuery(path: path)
+        #expect(try query.verify().pairs == 1)
+        let rows = try query.list(.parse(eventRequestID: event1)).rows
+        #expect(rows.map { $0[0] } == [.text(r1)])
+    }
+
+    @Test func refusesAFileFromANewerGateway() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hookgate-audit-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("audit.sqlite3").path
+        try SQLiteConnection(path: path).execute("PRAGMA user_version = \(AuditSchema.version + 1)")
+        do {
+            _ = try AuditSchema.openForWriting(path: path, durability: .normal, busyTimeoutMs: 1000)
+            Issue.record("opened a file with a newer schema")
+        } catch {
+            #expect(error.message == "audit database schema \(AuditSchema.version + 1) is newer than this gateway's (\(AuditSchema.version))")
+        }
+    }
+}

@@ -131,4 +131,19 @@ import Testing
         let ms = try #require(UInt64(hex, radix: 16))
         #expect(abs(Double(ms) / 1000 - Date().timeIntervalSince1970) < 5)
     }
+
+    @Test func theLoopsSourceGivesDistinctVersion7IdsAcrossRefills() {
+        let source = RequestIDSource()
+        // 1,000 ids use four refills of the 4 KiB random pool.
+        let ids = (0..<1_000).map { _ in source.make() }
+        #expect(Set(ids).count == ids.count)
+        for id in ids {
+            #expect(UUIDText.canonical(id) == id)
+            #expect(Array(id.utf8)[14] == UInt8(ascii: "7"))
+            #expect("89ab".contains(Array(id)[19]))
+        }
+        // 74 random bits per id: the random parts differ too, not just the time.
+        let randomParts = Set(ids.map { $0.suffix(17) })
+        #expect(randomParts.count == ids.count)
+    }
 }

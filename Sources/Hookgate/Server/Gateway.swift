@@ -59,6 +59,8 @@ public final class Gateway {
     let metrics = Metrics()
     private(set) var draining = false
     private var inFlight = 0
+    /// Request ids for calls (loop thread only).
+    private let requestIDs = RequestIDSource()
 
 
     /// `loop` is the caller's, who keeps it alive until this gateway (and every event it
@@ -159,7 +161,7 @@ public final class Gateway {
     // MARK: - Caller requests
 
     private func handle(_ req: IncomingRequest) {
-        let exchange = Exchange(request: req, id: RequestID.make())
+        let exchange = Exchange(request: req, id: requestIDs.make())
         inFlight += 1
         if draining {
             refuse(exchange, .draining())

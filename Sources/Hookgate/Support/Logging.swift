@@ -25,13 +25,18 @@ public final class LineWriter: @unchecked Sendable {
 
     public func write(_ line: String) {
         condition.lock()
+        let wake: Bool
         if lines.count >= capacity {
             dropped += 1
+            wake = false
         } else {
             lines.append(line)
-            condition.signal()
+            wake = lines.count == 1
         }
         condition.unlock()
+        // Only the first line of a batch wakes the writer (after unlocking, so that it does
+        // not wake into a held lock); the rest wait for the batch.
+        if wake { condition.broadcast() }  // broadcast: flush() may be waiting too
     }
 
     /// Writes `line` at once, in the calling thread, after anything queued (the simulator uses
@@ -67,6 +72,13 @@ public final class LineWriter: @unchecked Sendable {
         while true {
             condition.lock()
             while lines.isEmpty { condition.wait() }
+            if lines.count < capacity / 2 {
+                // Let a busy loop add more lines first: one wake-up and one write(2) per
+                // millisecond at most, rather than one per request.
+                condition.unlock()
+                usleep(1000)
+                condition.lock()
+            }
             var batch = lines
             lines.removeAll(keepingCapacity: true)
             if dropped > 0 {

@@ -6,18 +6,44 @@ import Foundation
 /// all over (a random v4 id dirties a random index page per record).
 public enum RequestID {
     public static func make() -> String {
+        var g = SystemRandomNumberGenerator()
+        return make(random: g.next(), g.next())
+    }
+
+    /// The id for the current time with 74 of these 128 random bits.
+    static func make(random a: UInt64, _ b: UInt64) -> String {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         let ms = UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
-        var g = SystemRandomNumberGenerator()
         var bytes = [UInt8](repeating: 0, count: 16)
         for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: ms >> (8 * (5 - UInt64(i)))) }
-        var a = g.next() as UInt64, b = g.next() as UInt64
+        var a = a, b = b
         for i in 6..<8 { bytes[i] = UInt8(truncatingIfNeeded: a); a >>= 8 }
         for i in 8..<16 { bytes[i] = UInt8(truncatingIfNeeded: b); b >>= 8 }
         bytes[6] = (bytes[6] & 0x0f) | 0x70  // version 7
         bytes[8] = (bytes[8] & 0x3f) | 0x80  // RFC 9562 variant
         return UUIDText.format(bytes)
+    }
+}
+
+/// Request ids for one thread (the gateway's loop): the random bits are drawn from OpenSSL's
+/// DRBG 4 KiB at a time, instead of two getrandom(2) calls per id.
+final class RequestIDSource {
+    private var pool: [UInt8] = []
+    private var next = 0
+
+    func make() -> String {
+        if next + 16 > pool.count {
+            pool = SecureRandom.bytes(4096)
+            next = 0
+        }
+        var a: UInt64 = 0, b: UInt64 = 0
+        for i in 0..<8 {
+            a = a << 8 | UInt64(pool[next + i])
+            b = b << 8 | UInt64(pool[next + 8 + i])
+        }
+        next += 16
+        return RequestID.make(random: a, b)
     }
 }
 

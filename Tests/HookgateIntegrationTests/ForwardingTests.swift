@@ -154,6 +154,32 @@ import Testing
         }
     }
 
+    @Test func aCallThatFindsNoFreePoolConnectionIs502AfterTheQueueTimeout() throws {
+        try withRig("pool-queue", upstream: ["max_connections": 1, "queue_timeout_ms": 300, "timeout_ms": 6000]) { rig in
+            let port = rig.gw.port, key = rig.key
+            let slowDone = DispatchSemaphore(value: 0)
+            let slow = LockedBox<HTTPResponse?>(nil)
+            Thread.detachNewThread {
+                slow.set(try? RawHTTP.request(port: port, target: Self.redeliver("00005100-4e01-46cb-aca2-dd6022e74865"),
+                                              headers: [("Authorization", "Bearer \(key.key)")]))
+                slowDone.signal()
+            }
+            // The slow call holds the only connection; the next one waits 300 ms for it, then 502.
+            try rig.gw.child.wait("the slow call to reach the upstream") { !rig.sim.requests.isEmpty }
+            let started = Date()
+            let r = try RawHTTP.request(port: port, target: Self.redeliver("29dd8606-4e01-46cb-aca2-dd6022e74865"),
+                                        headers: rig.auth)
+            let elapsed = Date().timeIntervalSince(started)
+            #expect(r.status == 502)
+            #expect(r.json["detail"] as? String == "no upstream connection became free within 300 ms", "\(r.text)")
+            #expect(elapsed >= 0.25 && elapsed < 2.0, "queue_timeout_ms is 300; took \(elapsed) s")
+            #expect(slowDone.wait(timeout: .now() + 10) == .success)
+            #expect(slow.get()?.status == 200)
+            // Only the slow call ever reached Hookshot.
+            #expect(rig.sim.requests.count == 1)
+        }
+    }
+
     @Test func upstreamClosingWithoutAnAnswerIs502AndIsNotRetried() throws {
         try withGateway { gw, sim, key in
             // A first call leaves a pooled connection; the next one reuses it and the upstream hangs up.

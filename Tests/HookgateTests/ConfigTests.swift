@@ -42,6 +42,10 @@ private let validTeam = #""name": "claims", "key_sha256": ["\#(hashA)"], "allow_
         #expect(config.upstream.connectTimeoutMs == 2000)
         #expect(config.upstream.timeoutMs == 10000)
         #expect(config.upstream.maxConnections == 64)
+        #expect(config.upstream.queueTimeoutMs == 2000)
+        #expect(config.upstream.maxQueue == 1024)
+        #expect(config.upstream.idleTimeoutMs == 30_000)
+        #expect(config.upstream.maxResponseBytes == 1_048_576)
         #expect(config.upstream.serviceToken == .env("TOKEN"))
         #expect(config.audit == AuditConfig(path: "/tmp/audit.sqlite3", maxBodyBytes: 65536, durability: .full))
         #expect(config.limits == LimitsConfig(maxHeaderBytes: 8192, maxBodyBytes: 16384, clientTimeoutMs: 15000, maxConnections: 1024))
@@ -187,13 +191,17 @@ private let validTeam = #""name": "claims", "key_sha256": ["\#(hashA)"], "allow_
 
     @Test func checksTimeoutsAndLimitsBounds() {
         let found = problems(minimal(
-            upstream: #""base_url": "https://h.example", "service_token": {"env": "T"}, "connect_timeout_ms": 0, "timeout_ms": 600001, "max_connections": 0"#,
+            upstream: #""base_url": "https://h.example", "service_token": {"env": "T"}, "connect_timeout_ms": 0, "timeout_ms": 600001, "max_connections": 0, "queue_timeout_ms": 0, "max_queue": 0, "idle_timeout_ms": 999, "max_response_bytes": 67108865"#,
             audit: #""path": "/a", "max_body_bytes": -1, "durability": "fsync""#,
             extra: #""limits": {"max_header_bytes": 100, "max_body_bytes": 0, "client_timeout_ms": 0, "max_connections": 0}"#))
         #expect(found == [
             "upstream.connect_timeout_ms: must be at least 1",
             "upstream.timeout_ms: must be at most 600000",
             "upstream.max_connections: must be at least 1",
+            "upstream.queue_timeout_ms: must be at least 1",
+            "upstream.max_queue: must be at least 1",
+            "upstream.idle_timeout_ms: must be at least 1000",
+            "upstream.max_response_bytes: must be at most 67108864",
             "audit.max_body_bytes: must be at least 0",
             #"audit.durability: must be "full" or "normal""#,
             "limits.max_header_bytes: must be at least 1024",
@@ -201,6 +209,12 @@ private let validTeam = #""name": "claims", "key_sha256": ["\#(hashA)"], "allow_
             "limits.client_timeout_ms: must be at least 1",
             "limits.max_connections: must be at least 1",
         ])
+    }
+
+    @Test func readsThePoolBounds() throws {
+        let up = try parsed(minimal(upstream: #""base_url": "https://h.example", "service_token": {"env": "T"}, "max_connections": 128, "queue_timeout_ms": 500, "max_queue": 10, "idle_timeout_ms": 60000, "max_response_bytes": 4096"#)).upstream
+        let values: [Int] = [up.maxConnections, up.queueTimeoutMs, up.maxQueue, up.idleTimeoutMs, up.maxResponseBytes]
+        #expect(values == [128, 500, 10, 60000, 4096])
     }
 
     @Test func acceptsNormalDurability() throws {

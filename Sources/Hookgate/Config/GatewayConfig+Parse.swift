@@ -60,6 +60,10 @@ enum ConfigBounds {
     static let connectTimeoutMs = 1...60_000
     static let upstreamTimeoutMs = 1...600_000
     static let upstreamMaxConnections = 1...4096
+    static let upstreamQueueTimeoutMs = 1...600_000
+    static let upstreamMaxQueue = 1...1_000_000
+    static let upstreamIdleTimeoutMs = 1000...3_600_000
+    static let upstreamMaxResponseBytes = 1024...67_108_864
     static let auditMaxBodyBytes = 0...16_777_216
     static let auditMaxQueue = 1...1_000_000
     static let refreshAtPercent = 10...95
@@ -277,11 +281,17 @@ final class ConfigValidator {
         let connectTimeout = integer(&o, "connect_timeout_ms", default: 2000, range: ConfigBounds.connectTimeoutMs)
         let timeout = integer(&o, "timeout_ms", default: 10000, range: ConfigBounds.upstreamTimeoutMs)
         let maxConnections = integer(&o, "max_connections", default: 64, range: ConfigBounds.upstreamMaxConnections)
+        let queueTimeout = integer(&o, "queue_timeout_ms", default: 2000, range: ConfigBounds.upstreamQueueTimeoutMs)
+        let maxQueue = integer(&o, "max_queue", default: 1024, range: ConfigBounds.upstreamMaxQueue)
+        let idleTimeout = integer(&o, "idle_timeout_ms", default: 30_000, range: ConfigBounds.upstreamIdleTimeoutMs)
+        let maxResponse = integer(&o, "max_response_bytes", default: 1 << 20, range: ConfigBounds.upstreamMaxResponseBytes)
         let token = serviceToken(o.take("service_token"), path: o.path(of: "service_token"))
-        guard let url, let caFile, let connectTimeout, let timeout, let maxConnections, let token else { return nil }
+        guard let url, let caFile, let connectTimeout, let timeout, let maxConnections, let queueTimeout, let maxQueue,
+              let idleTimeout, let maxResponse, let token else { return nil }
         return UpstreamConfig(baseURL: url.origin, host: url.host, port: url.port, caFile: caFile,
                               connectTimeoutMs: connectTimeout, timeoutMs: timeout,
-                              maxConnections: maxConnections, serviceToken: token)
+                              maxConnections: maxConnections, queueTimeoutMs: queueTimeout, maxQueue: maxQueue,
+                              idleTimeoutMs: idleTimeout, maxResponseBytes: maxResponse, serviceToken: token)
     }
 
     private func auditConfig(_ o: inout ObjectReader) -> AuditConfig? {

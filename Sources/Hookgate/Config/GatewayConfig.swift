@@ -82,11 +82,19 @@ public struct UpstreamConfig: Sendable, Equatable {
     public var timeoutMs: Int
     /// Size of the upstream connection pool (`max_connections`).
     public var maxConnections: Int
+    /// How long a call may wait for a free pool connection (then 502), and how many may wait.
+    public var queueTimeoutMs: Int
+    public var maxQueue: Int
+    /// An idle pooled connection is closed after this long.
+    public var idleTimeoutMs: Int
+    /// Largest Hookshot answer (head and body) the gateway reads (then 502).
+    public var maxResponseBytes: Int
     public var serviceToken: ServiceTokenSource
 
     public init(baseURL: String, host: String, port: Int, caFile: String? = nil,
                 connectTimeoutMs: Int = 2000, timeoutMs: Int = 10000, maxConnections: Int = 64,
-                serviceToken: ServiceTokenSource) {
+                queueTimeoutMs: Int = 2000, maxQueue: Int = 1024, idleTimeoutMs: Int = 30_000,
+                maxResponseBytes: Int = 1 << 20, serviceToken: ServiceTokenSource) {
         self.baseURL = baseURL
         self.host = host
         self.port = port
@@ -94,6 +102,10 @@ public struct UpstreamConfig: Sendable, Equatable {
         self.connectTimeoutMs = connectTimeoutMs
         self.timeoutMs = timeoutMs
         self.maxConnections = maxConnections
+        self.queueTimeoutMs = queueTimeoutMs
+        self.maxQueue = maxQueue
+        self.idleTimeoutMs = idleTimeoutMs
+        self.maxResponseBytes = maxResponseBytes
         self.serviceToken = serviceToken
     }
 }

@@ -78,7 +78,8 @@ public final class Gateway {
         let up = config.upstream
         pool = UpstreamPool(loop: loop, tls: tls, options: UpstreamOptions(
             host: up.host, port: up.port, connectTimeoutMs: up.connectTimeoutMs, timeoutMs: up.timeoutMs,
-            maxConnections: up.maxConnections))
+            maxConnections: up.maxConnections, idleTimeoutMs: up.idleTimeoutMs, maxResponseBytes: up.maxResponseBytes,
+            queueTimeoutMs: up.queueTimeoutMs, maxQueued: up.maxQueue))
         audit = try AuditWriter(loop: loop, config: config.audit) { [logger] why in
             logger.error("audit write failed: calls are refused with 503 until it recovers", metadata: ["error": "\(why)"])
         }
@@ -497,7 +498,11 @@ public final class Gateway {
             if newConfig.upstream.baseURL != config.upstream.baseURL || newConfig.upstream.caFile != config.upstream.caFile
                 || newConfig.upstream.maxConnections != config.upstream.maxConnections
                 || newConfig.upstream.connectTimeoutMs != config.upstream.connectTimeoutMs
-                || newConfig.upstream.timeoutMs != config.upstream.timeoutMs {
+                || newConfig.upstream.timeoutMs != config.upstream.timeoutMs
+                || newConfig.upstream.queueTimeoutMs != config.upstream.queueTimeoutMs
+                || newConfig.upstream.maxQueue != config.upstream.maxQueue
+                || newConfig.upstream.idleTimeoutMs != config.upstream.idleTimeoutMs
+                || newConfig.upstream.maxResponseBytes != config.upstream.maxResponseBytes {
                 restart.append("upstream")
             }
             let sameTokenKind: Bool

@@ -40,6 +40,24 @@ import Testing
         #expect(metrics.contains("hookgate_config_reloads_total{result=\"error\"} 1"))
     }
 
+    @Test func aReloadNamesUpstreamPoolChangesAsNeedingARestart() throws {
+        let dir = Harness.tempDir("reload-upstream")
+        let sim = try SimulatorProcess(dir: dir)
+        defer { sim.stop() }
+        let key = TeamKey()
+        let teams: [[String: Any]] = [["name": "claims", "key_sha256": [key.sha256], "allow_hooks": [Self.hookA]]]
+        let gw = try GatewayProcess(dir: dir, config: GatewayProcess.config(dir: dir, simulator: sim, teams: teams))
+        defer { gw.stop() }
+        let changed = GatewayProcess.config(dir: dir, simulator: sim, teams: teams, upstream: ["queue_timeout_ms": 500])
+        try JSONSerialization.data(withJSONObject: changed).write(to: URL(fileURLWithPath: gw.configPath))
+        gw.child.signal(SIGHUP)
+        try gw.child.wait("reload") { gw.child.stderrLines.contains { $0.contains("configuration reloaded") } }
+        let line = gw.child.stderrLines.first { $0.contains("configuration reloaded") } ?? ""
+        #expect(line.contains(#""needs_restart":"upstream""#), "\(line)")
+        // The running pool keeps serving.
+        #expect(try RawHTTP.request(port: gw.port, target: Self.path(), headers: [("Authorization", "Bearer \(key.key)")]).status == 200)
+    }
+
     @Test func oversizedHeadersAndBodiesAreRefusedAndAudited() throws {
         try withRig("limits", allowHooks: ["*"], extra: ["limits": ["max_header_bytes": 2048, "max_body_bytes": 1024]]) { rig in
             let sim = rig.sim, gw = rig.gw, key = rig.key

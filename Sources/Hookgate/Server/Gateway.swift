@@ -495,16 +495,10 @@ public final class Gateway {
             var auditKept = newConfig.audit
             auditKept.path = config.audit.path
             if auditKept != config.audit { restart.append("audit") }
-            if newConfig.upstream.baseURL != config.upstream.baseURL || newConfig.upstream.caFile != config.upstream.caFile
-                || newConfig.upstream.maxConnections != config.upstream.maxConnections
-                || newConfig.upstream.connectTimeoutMs != config.upstream.connectTimeoutMs
-                || newConfig.upstream.timeoutMs != config.upstream.timeoutMs
-                || newConfig.upstream.queueTimeoutMs != config.upstream.queueTimeoutMs
-                || newConfig.upstream.maxQueue != config.upstream.maxQueue
-                || newConfig.upstream.idleTimeoutMs != config.upstream.idleTimeoutMs
-                || newConfig.upstream.maxResponseBytes != config.upstream.maxResponseBytes {
-                restart.append("upstream")
-            }
+            // Every upstream setting but the token source (handled below) is fixed at start.
+            var upstreamKept = newConfig.upstream
+            upstreamKept.serviceToken = config.upstream.serviceToken
+            if upstreamKept != config.upstream { restart.append("upstream") }
             let sameTokenKind: Bool
             switch (newConfig.upstream.serviceToken, config.upstream.serviceToken) {
             case (.oauth2(let a), .oauth2(let b)): sameTokenKind = a.tokenURL == b.tokenURL && a.clientID == b.clientID

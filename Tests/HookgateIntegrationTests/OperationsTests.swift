@@ -40,7 +40,7 @@ import Testing
         #expect(metrics.contains("hookgate_config_reloads_total{result=\"error\"} 1"))
     }
 
-    @Test func aReloadNamesUpstreamPoolChangesAsNeedingARestart() throws {
+    @Test func aReloadThatNeedsARestartIsRejectedWhole() throws {
         let dir = Harness.tempDir("reload-upstream")
         let sim = try SimulatorProcess(dir: dir)
         defer { sim.stop() }
@@ -48,14 +48,22 @@ import Testing
         let teams: [[String: Any]] = [["name": "claims", "key_sha256": [key.sha256], "allow_hooks": [Self.hookA]]]
         let gw = try GatewayProcess(dir: dir, config: GatewayProcess.config(dir: dir, simulator: sim, teams: teams))
         defer { gw.stop() }
-        let changed = GatewayProcess.config(dir: dir, simulator: sim, teams: teams, upstream: ["queue_timeout_ms": 500])
+        // A pool setting and a new hook in one file: the hook must not apply under a
+        // config_version that names a file whose pool setting is not in force.
+        let changed = GatewayProcess.config(dir: dir, simulator: sim, teams: [
+            ["name": "claims", "key_sha256": [key.sha256], "allow_hooks": [Self.hookA, Self.hookB]]], upstream: ["queue_timeout_ms": 500])
         try JSONSerialization.data(withJSONObject: changed).write(to: URL(fileURLWithPath: gw.configPath))
         gw.child.signal(SIGHUP)
-        try gw.child.wait("reload") { gw.child.stderrLines.contains { $0.contains("configuration reloaded") } }
-        let line = gw.child.stderrLines.first { $0.contains("configuration reloaded") } ?? ""
+        try gw.child.wait("reload") { gw.child.stderrLines.contains { $0.contains("reload rejected") } }
+        let line = gw.child.stderrLines.first { $0.contains("reload rejected") } ?? ""
         #expect(line.contains(#""needs_restart":"upstream""#), "\(line)")
-        // The running pool keeps serving.
-        #expect(try RawHTTP.request(port: gw.port, target: Self.path(), headers: [("Authorization", "Bearer \(key.key)")]).status == 200)
+        #expect(!gw.child.stderrLines.contains { $0.contains("configuration reloaded") })
+        // The running configuration keeps serving, unchanged.
+        let auth = [("Authorization", "Bearer \(key.key)")]
+        #expect(try RawHTTP.request(port: gw.port, target: Self.path(), headers: auth).status == 200)
+        #expect(try RawHTTP.request(port: gw.port, target: Self.path(Self.hookB), headers: auth).status == 403)
+        let metrics = try RawHTTP.request(port: gw.adminPort, method: "GET", target: "/metrics").text
+        #expect(metrics.contains("hookgate_config_reloads_total{result=\"error\"} 1"))
     }
 
     @Test func oversizedHeadersAndBodiesAreRefusedAndAudited() throws {
@@ -75,17 +83,20 @@ import Testing
         }
     }
 
-    @Test func aSlowlorisIsDroppedWhileOthersAreServed() throws {
+    @Test func aSlowlorisGetsAnAudited408WhileOthersAreServed() throws {
         try withRig("slowloris", allowHooks: ["*"], extra: ["limits": ["client_timeout_ms": 1000]]) { rig in
             let gw = rig.gw, key = rig.key
             let fd = try RawSocket.connect(port: gw.port)
             defer { close(fd) }
             let started = Date()
-            var closedAfter: Double?
-            for byte in Array("POST \(Self.path()) HTTP/1.1\r\nHost: x\r\nX-Slow: ".utf8) + Array(repeating: UInt8(ascii: "a"), count: 40) {
+            var answeredAfter: Double?
+            // The head up to a field that then trickles in, one byte every 50 ms.
+            let head = Array("POST \(Self.path()) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(key.key)\r\nX-Slow: ".utf8)
+            #expect(send(fd, head, head.count, Int32(MSG_NOSIGNAL)) == head.count)
+            for byte in Array(repeating: UInt8(ascii: "a"), count: 60) {
                 var b = byte
-                if send(fd, &b, 1, Int32(MSG_NOSIGNAL)) <= 0 || RawSocket.peerClosed(fd) {
-                    closedAfter = Date().timeIntervalSince(started)
+                if send(fd, &b, 1, Int32(MSG_NOSIGNAL)) <= 0 || RawSocket.readable(fd) {
+                    answeredAfter = Date().timeIntervalSince(started)
                     break
                 }
                 // Meanwhile a well-behaved caller is served at once.
@@ -93,12 +104,24 @@ import Testing
                     let r = try RawHTTP.request(port: gw.port, target: Self.path(), headers: [("Authorization", "Bearer \(key.key)")])
                     #expect(r.status == 200)
                 }
-                Thread.sleep(forTimeInterval: 0.1)
+                Thread.sleep(forTimeInterval: 0.05)
             }
-            let after = try #require(closedAfter, "the slow client was never dropped")
-            #expect(after >= 0.9 && after < 2.5, "dropped after \(after) s")
+            let after = try #require(answeredAfter, "the slow client was never answered")
+            #expect(after >= 0.9 && after < 2.5, "answered after \(after) s")
+            // The answer is a whole 408 problem, then the connection closes.
+            let r = try RawSocket.readResponse(fd)
+            #expect(r.status == 408)
+            #expect(r.header("Connection") == "close")
+            let id = try #require(r.header("X-Request-Id"))
+            #expect(r.json["type"] as? String == "urn:hookgate:problem:bad_request")
             let metrics = try RawHTTP.request(port: gw.adminPort, method: "GET", target: "/metrics").text
             #expect(metrics.contains("hookgate_client_timeouts_total 1"))
+            gw.stop()
+            let row = try #require(try AuditIntegrationTests.pairs(rig.dir + "/audit.sqlite3")[id])
+            #expect(row["status"] == .int(408))
+            #expect(row["decision"] == .text("bad_request"))
+            #expect(row["key_fingerprint"] == .text(KeyDigest.fingerprint(key.key)))
+            #expect(row["team"] == .text("claims"))
         }
     }
 
@@ -196,6 +219,29 @@ enum RawSocket {
         }
         guard rc == 0 else { close(fd); throw HarnessError("connect failed") }
         return fd
+    }
+
+    /// True if something (bytes or end of file) can be read without blocking.
+    static func readable(_ fd: Int32) -> Bool {
+        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&pfd, 1, 0) > 0
+    }
+
+    /// Reads until the peer closes (or 5 s pass) and parses one response.
+    static func readResponse(_ fd: Int32) throws -> HTTPResponse {
+        var tv = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var out = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            out.append(contentsOf: buf[0..<n])
+        }
+        var parser = ResponseParser(maxHeaderBytes: 1 << 20, maxBodyBytes: 1 << 24)
+        let r: UpstreamResponse
+        if case .complete(let done) = try parser.feed(out) { r = done } else { r = try parser.finish() }
+        return HTTPResponse(status: r.status, headers: r.headers.map { ($0.name, $0.value) }, body: r.body)
     }
 
     /// True if the peer has closed (a zero-length read without blocking).

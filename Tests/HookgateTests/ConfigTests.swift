@@ -117,7 +117,6 @@ private let validTeam = #""name": "claims", "key_sha256": ["\#(hashA)"], "allow_
         #expect(problems(minimal(extra: #""teams": [{}]"#)) == [
             "teams[0].name: is required",
             "teams[0].key_sha256: is required: a list of SHA-256 hashes of the team's keys (see hookgate keygen)",
-            #"teams[0].allow_hooks: is required: a list of hook UUIDs, or ["*"] for every hook"#,
         ])
     }
 

@@ -82,7 +82,7 @@ final class Metrics {
         }
         gauge(&out, "hookgate_client_connections", "Open caller connections on the main listener.", gateway.clientConnections.open)
         counter(&out, "hookgate_client_connections_accepted_total", "Caller connections accepted.", gateway.clientConnections.accepted)
-        counter(&out, "hookgate_client_timeouts_total", "Caller connections dropped for not sending a whole request in time.", gateway.clientConnections.dropped)
+        counter(&out, "hookgate_client_timeouts_total", "Caller requests answered 408 for not arriving whole within limits.client_timeout_ms.", gateway.clientConnections.dropped)
         gauge(&out, "hookgate_upstream_connections", "Open upstream connections.", gateway.pool.openConnections)
         counter(&out, "hookgate_upstream_connections_opened_total", "Upstream connections opened (TLS handshakes).", gateway.pool.connectionsOpened)
         gauge(&out, "hookgate_upstream_idle_connections", "Idle upstream connections.", gateway.pool.idleConnections)

@@ -68,6 +68,7 @@ enum ConfigBounds {
     static let auditMaxQueue = 1...1_000_000
     static let refreshAtPercent = 10...95
     static let drainTimeoutMs = 0...3_600_000
+    static let lingerMs = 0...60_000
     static let tokenRetryMaxMs = 100...300_000
     static let expiryMarginMs = 0...600_000
     static let auditBusyTimeoutMs = 0...60_000
@@ -317,9 +318,10 @@ final class ConfigValidator {
         let timeout = integer(&o, "client_timeout_ms", default: 15000, range: ConfigBounds.clientTimeoutMs)
         let connections = integer(&o, "max_connections", default: 1024, range: ConfigBounds.maxConnections)
         let drain = integer(&o, "drain_timeout_ms", default: 30_000, range: ConfigBounds.drainTimeoutMs)
-        guard let header, let body, let timeout, let connections, let drain else { return nil }
+        let linger = integer(&o, "linger_ms", default: 2000, range: ConfigBounds.lingerMs)
+        guard let header, let body, let timeout, let connections, let drain, let linger else { return nil }
         return LimitsConfig(maxHeaderBytes: header, maxBodyBytes: body, clientTimeoutMs: timeout, maxConnections: connections,
-                            drainTimeoutMs: drain)
+                            drainTimeoutMs: drain, lingerMs: linger)
     }
 
     private func rateLimit(_ o: inout ObjectReader) -> RateLimitConfig? {
@@ -523,10 +525,8 @@ final class ConfigValidator {
     }
 
     private func allowList(_ value: JSONTree?, path: String) -> AllowList? {
-        guard let value else {
-            report(path, "is required: a list of hook UUIDs, or [\"*\"] for every hook")
-            return nil
-        }
+        // Left out: no hook (default deny), like an empty list.
+        guard let value else { return AllowList.hooks([]) }
         guard case .array(let items) = value else {
             report(path, "must be a list, not \(value.kind)")
             return nil

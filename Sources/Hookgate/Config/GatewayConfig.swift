@@ -193,9 +193,14 @@ public struct LimitsConfig: Sendable, Equatable {
     public var maxConnections: Int
     /// How long SIGTERM waits for calls in flight before exiting anyway.
     public var drainTimeoutMs: Int
+    /// Lingering close: how long an answer that ends a connection may take to leave, and how
+    /// long input is then read and dropped, so that the client reads the answer, not a reset.
+    public var lingerMs: Int
 
     public init(maxHeaderBytes: Int = 8192, maxBodyBytes: Int = 16384,
-                clientTimeoutMs: Int = 15000, maxConnections: Int = 1024, drainTimeoutMs: Int = 30_000) {
+                clientTimeoutMs: Int = 15000, maxConnections: Int = 1024, drainTimeoutMs: Int = 30_000,
+                lingerMs: Int = 2000) {
+        self.lingerMs = lingerMs
         self.maxHeaderBytes = maxHeaderBytes
         self.maxBodyBytes = maxBodyBytes
         self.clientTimeoutMs = clientTimeoutMs

@@ -79,7 +79,12 @@ public struct Verdict: Sendable, Equatable {
 /// route and method -> ids -> key -> allow-list -> rate limits. The first check that fails
 /// names the refusal; a refused call takes no rate-limit token. Pure but for `limiter`,
 /// which an allowed call draws from. `now` is a monotonic time in nanoseconds.
-public func decide(_ facts: RequestFacts, policy: Policy, limiter: inout RateLimiter, now: UInt64) -> Verdict {
+///
+/// `refusing`: a refusal decided before the checks (a request that could not be read whole,
+/// or the gateway draining). The verdict is that refusal, with what the checks could still
+/// tell about the caller — key fingerprint, team, ids — and no rate-limit token is taken.
+public func decide(_ facts: RequestFacts, policy: Policy, limiter: inout RateLimiter, now: UInt64,
+                   refusing preempt: Refusal? = nil) -> Verdict {
     let credentials = Credentials.parse(facts.authorization)
     var keyHash: String?
     var verdict = Verdict(outcome: .failure(.notFound()))
@@ -90,19 +95,30 @@ public func decide(_ facts: RequestFacts, policy: Policy, limiter: inout RateLim
     }
 
     // Route and method, then ids.
-    let target: RedeliverTarget
-    switch Route.match(method: facts.method, target: facts.target) {
+    let route = Route.match(method: facts.method, target: facts.target)
+    switch route {
     case .success(let t):
-        target = t
         verdict.hookID = t.hookID
         verdict.eventRequestID = t.requestID
-    case .failure(let refusal):
-        // A 400 for a query string comes after the ids were found valid: keep them for the record.
-        if refusal.decision == .badRequest, let q = facts.target.firstIndex(of: "?"),
-           case .success(let t) = Route.match(method: facts.method, target: String(facts.target[..<q])) {
+    case .failure:
+        // Whatever the refusal (405, a query string, a request refused before the checks),
+        // the ids are recorded whenever the path holds them.
+        let utf8 = facts.target.utf8
+        let path = utf8.firstIndex(of: UInt8(ascii: "?")).map { String(facts.target[..<$0]) } ?? facts.target
+        if case .success(let t) = Route.match(method: "POST", target: path) {
             verdict.hookID = t.hookID
             verdict.eventRequestID = t.requestID
         }
+    }
+    if let preempt {
+        if verdict.hookID != nil, let keyHash, let team = policy.team(forKeySHA256: keyHash) { verdict.team = team.name }
+        verdict.outcome = .failure(preempt)
+        return verdict
+    }
+    let target: RedeliverTarget
+    switch route {
+    case .success(let t): target = t
+    case .failure(let refusal):
         verdict.outcome = .failure(refusal)
         return verdict
     }

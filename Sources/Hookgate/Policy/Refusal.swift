@@ -67,9 +67,12 @@ public struct Refusal: Sendable, Equatable, Error {
     public static func auditUnavailable(_ detail: String) -> Refusal {
         Refusal(.auditUnavailable, status: 503, title: "Service Unavailable", detail: detail)
     }
+    public static func notImplemented(_ method: String) -> Refusal {
+        Refusal(.methodNotAllowed, status: 501, title: "Not Implemented",
+                detail: "method \(method.prefix(32)) is not implemented; the gateway serves POST /hooks/{hook_id}/requests/{request_id}/redeliver")
+    }
     public static func draining() -> Refusal {
         Refusal(.draining, status: 503, title: "Service Unavailable",
-                detail: "the gateway is shutting down; retry on another instance",
-                headers: [Header("Connection", "close")])
+                detail: "the gateway is shutting down; retry on another instance")
     }
 }

@@ -22,15 +22,15 @@ public enum Route {
         cuts.reserveCapacity(6)
         for i in 0..<pathEnd where bytes[i] == UInt8(ascii: "/") {
             cuts.append(i)
-            if cuts.count > 5 { return .failure(.notFound()) }
+            if cuts.count > 5 { return .failure(notFound(method)) }
         }
-        guard cuts.count == 5, cuts[0] == 0 else { return .failure(.notFound()) }
+        guard cuts.count == 5, cuts[0] == 0 else { return .failure(notFound(method)) }
         func piece(_ n: Int) -> ArraySlice<UInt8> {
             bytes[(cuts[n - 1] + 1)..<(n < 5 ? cuts[n] : pathEnd)]
         }
         guard piece(1).elementsEqual("hooks".utf8), piece(3).elementsEqual("requests".utf8),
               piece(5).elementsEqual("redeliver".utf8), !piece(2).isEmpty, !piece(4).isEmpty
-        else { return .failure(.notFound()) }
+        else { return .failure(notFound(method)) }
         guard method == "POST" else { return .failure(.methodNotAllowed(method)) }
         guard let hook = UUIDText.canonical(bytes: piece(2)) else {
             return .failure(.badRequest("hook_id must be a UUID (8-4-4-4-12 hex)"))
@@ -42,5 +42,13 @@ public enum Route {
             return .failure(.badRequest("a query string is not accepted on the redeliver path"))
         }
         return .success(RedeliverTarget(hookID: hook, requestID: request))
+    }
+
+    /// Methods of RFC 9110 (and PATCH, RFC 5789): elsewhere than on the redeliver path they
+    /// are a 404; any other method there is one the gateway does not implement (501).
+    static let knownMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+
+    private static func notFound(_ method: String) -> Refusal {
+        knownMethods.contains(method) ? .notFound() : .notImplemented(method)
     }
 }

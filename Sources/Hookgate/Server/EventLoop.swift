@@ -110,6 +110,12 @@ final class LoopTimer {
         precondition(event != nil, "event_new failed")
     }
 
+    /// Arms the timer again, with a new action (a pending one is replaced).
+    func rearm(milliseconds: Int, _ fire: @escaping () -> Void) {
+        self.fire = fire
+        arm(milliseconds: milliseconds)
+    }
+
     func arm(milliseconds: Int) {
         guard let event else { return }
         var tv = timeval(tv_sec: milliseconds / 1000, tv_usec: Int((milliseconds % 1000) * 1000))

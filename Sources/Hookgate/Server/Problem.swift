@@ -16,3 +16,23 @@ enum ProblemRenderer {
         return Array(out.utf8)
     }
 }
+
+extension Refusal {
+    /// A request that could not be read (malformed, bad framing, too large, too slow).
+    static func unreadable(_ error: RequestError) -> Refusal {
+        switch error.kind {
+        case .headTooLarge, .bodyTooLarge:
+            return Refusal(.tooLarge, status: error.status, title: HTTPStatus.reason(error.status), detail: error.detail)
+        case .malformed, .badFraming, .unsupportedVersion, .timedOut:
+            return Refusal(.badRequest, status: error.status, title: HTTPStatus.reason(error.status), detail: error.detail)
+        }
+    }
+
+    /// This refusal as the caller gets it: problem+json with the request id, and its headers.
+    func answer(requestID: String) -> Answer {
+        var fields: [(String, String)] = [("Content-Type", ProblemRenderer.contentType), ("X-Request-Id", requestID)]
+        for h in headers { fields.append((h.name, h.value)) }
+        return Answer(status: status, decision: decision, headers: fields, body: ProblemRenderer.body(self, requestID: requestID),
+                      detail: detail, keepAlive: decision != .draining)
+    }
+}

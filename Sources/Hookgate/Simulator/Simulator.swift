@@ -9,6 +9,8 @@ import Logging
 public final class Simulator {
     public enum Mode: String, Sendable, CaseIterable {
         case ok, notFound = "404", serverError = "500", unauthorized = "401", slow, close
+        /// 200 after an interim `103 Early Hints` / `100 Continue`; 200 without Content-Type.
+        case earlyHints = "103", interimContinue = "100", noContentType = "no-content-type"
     }
 
     public struct Options: Sendable {
@@ -44,6 +46,9 @@ public final class Simulator {
         case "00000401": return .unauthorized
         case "00005100": return .slow
         case "0000c105": return .close
+        case "00000103": return .earlyHints
+        case "00000100": return .interimContinue
+        case "0000e0c7": return .noContentType
         default: return nil
         }
     }
@@ -52,7 +57,7 @@ public final class Simulator {
     /// Given by the caller, who keeps it alive until this simulator (and every event it
     /// created on it) is gone: an event must never outlive its base.
     private let loop: EventLoop
-    private var server: HTTPServer?
+    private var server: HTTPListener?
     private var timers: [ObjectIdentifier: LoopTimer] = [:]
     private var signals: [SignalWatcher] = []
     private let tenantID = RequestID.make()
@@ -66,7 +71,11 @@ public final class Simulator {
         self.loop = loop
         self.tokenMode = options.tokenMode
         let tls = try TLSServerContext(certFile: options.certFile, keyFile: options.keyFile)
-        server = try HTTPServer(loop: loop, address: options.address, port: options.port, tls: tls) { [unowned self] req in
+        let limits = HTTPListener.Limits(maxConnections: 4096, connection: ConnectionStateMachine.Limits(
+            parser: RequestParser.Limits(maxHeadBytes: 64 * 1024, maxBodyBytes: 1 << 20, retainBody: true),
+            requestDeadlineMs: 30_000, lingerMs: 1000))
+        server = try HTTPListener(loop: loop, address: options.address, port: options.port, tls: tls,
+                                  limits: limits) { [unowned self] req in
             self.handle(req)
         }
         port = server?.boundPort ?? 0
@@ -104,7 +113,11 @@ public final class Simulator {
         out.flush()
     }
 
-    private func handle(_ req: IncomingRequest) {
+    private func handle(_ req: ServerRequest) {
+        if let error = req.error {
+            reply(req, error.status, json: "{\"error\":\"bad_request\",\"message\":\(JSON.string(error.detail))}")
+            return
+        }
         let target = req.target
         let path = String(target.prefix { $0 != "?" })
         let pieces = path.split(separator: "/", omittingEmptySubsequences: false)
@@ -145,6 +158,15 @@ public final class Simulator {
                 self.timers[key] = nil
                 self.reply(req, 200, json: self.event(hook: hook, request: request))
             }
+        case .earlyHints:
+            req.respond(status: 200, headers: [("Content-Type", "application/json; charset=utf-8")],
+                        body: Array(event(hook: hook, request: request).utf8),
+                        interim: [(103, [("Link", "</hints.css>; rel=preload; as=style")])])
+        case .interimContinue:
+            req.respond(status: 200, headers: [("Content-Type", "application/json; charset=utf-8")],
+                        body: Array(event(hook: hook, request: request).utf8), interim: [(100, [])])
+        case .noContentType:
+            req.respond(status: 200, headers: [], body: Array(event(hook: hook, request: request).utf8))
         case .ok, .unauthorized:
             reply(req, 200, json: event(hook: hook, request: request))
         }
@@ -160,7 +182,7 @@ public final class Simulator {
 
     /// `POST /auth/token`: Bold Penguin's client-credentials grant, in the current form
     /// (`grant_type` in the query, Basic credentials) or the older one (form fields in the body).
-    private func handleToken(_ req: IncomingRequest, target: String) {
+    private func handleToken(_ req: ServerRequest, target: String) {
         var fields: [String: String] = [:]
         let query = target.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
         let body = String(decoding: req.body, as: UTF8.self)
@@ -230,19 +252,19 @@ public final class Simulator {
             + "\"response_status\":200,\"response_duration_ms\":\(Int.random(in: 20...400))}"
     }
 
-    private func reply(_ req: IncomingRequest, _ status: Int, json: String) {
+    private func reply(_ req: ServerRequest, _ status: Int, json: String) {
         reply(req, status, contentType: "application/json; charset=utf-8", body: json)
     }
 
-    private func reply(_ req: IncomingRequest, _ status: Int, contentType: String, body: String) {
+    private func reply(_ req: ServerRequest, _ status: Int, contentType: String, body: String) {
         req.respond(status: status, headers: [("Content-Type", contentType)], body: Array(body.utf8))
     }
 
-    private func record(_ req: IncomingRequest, path: String, target: String, authorized: Bool, mode: String) {
+    private func record(_ req: ServerRequest, path: String, target: String, authorized: Bool, mode: String) {
         var line = "{\"msg\":\"request\",\"ts\":\"\(Timestamp.rfc3339(Date()))\",\"method\":\(JSON.string(req.method))"
         line += ",\"target\":\(JSON.string(target)),\"path\":\(JSON.string(path))"
         line += ",\"authorized\":\(authorized),\"mode\":\(JSON.string(mode)),\"body_bytes\":\(req.bodyLength),\"headers\":["
-        for (i, h) in req.headers.enumerated() {
+        for (i, h) in req.head.headers.enumerated() {
             var value = h.value
             if h.name.lowercased() == "authorization" {
                 // Never print a credential: a fingerprint is enough to tell which one came.

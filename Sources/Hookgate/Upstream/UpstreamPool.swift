@@ -19,7 +19,7 @@ public enum UpstreamFailure: Error, Equatable, Sendable, CustomStringConvertible
         case .unresolved(let why): return "upstream address unknown: \(why)"
         case .connect(let why): return "upstream unreachable: \(why)"
         case .tls(let why): return "upstream TLS verification failed: \(why)"
-        case .connectTimeout(let ms): return "upstream did not accept a connection within \(ms) ms"
+        case .connectTimeout(let ms): return "upstream unreachable: no connection (TCP and TLS handshake) within \(ms) ms"
         case .timeout(let ms): return "upstream did not answer within \(ms) ms"
         case .closed(let why): return "upstream closed the connection: \(why)"
         case .invalid(let why): return why
@@ -27,9 +27,20 @@ public enum UpstreamFailure: Error, Equatable, Sendable, CustomStringConvertible
         }
     }
 
+    /// Whether any byte of the call may have reached Hookshot. When not (no address, no
+    /// connection, a failed or stalled connect or TLS handshake), nothing was sent: 502, and
+    /// the audit's `upstream_ms` stays null.
+    public var reachedUpstream: Bool {
+        switch self {
+        case .timeout, .closed, .invalid: return true
+        case .unresolved, .connect, .tls, .connectTimeout, .noConnection: return false
+        }
+    }
+
+    /// 504 when Hookshot had the call and did not answer in time; 502 for everything else.
     public var refusal: Refusal {
         switch self {
-        case .timeout, .connectTimeout: return .upstreamTimeout(description)
+        case .timeout: return .upstreamTimeout(description)
         default: return .upstreamError(description)
         }
     }
@@ -268,11 +279,53 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// The IP address alone (no port); an IPv4-mapped IPv6 address as plain IPv4.
+    var host: String {
+        withSockAddr { sa, len -> String in
+            var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+            switch Int32(sa.pointee.sa_family) {
+            case AF_INET:
+                sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { p in
+                    var a = p.pointee.sin_addr
+                    _ = inet_ntop(AF_INET, &a, &buf, socklen_t(buf.count))
+                }
+            case AF_INET6:
+                sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in
+                    var a = p.pointee.sin6_addr
+                    _ = inet_ntop(AF_INET6, &a, &buf, socklen_t(buf.count))
+                }
+            default:
+                return ""
+            }
+            let text = String(decoding: buf.prefix { $0 != 0 }.map(UInt8.init(bitPattern:)), as: UTF8.self)
+            if text.hasPrefix("::ffff:"), text.contains(".") { return String(text.dropFirst(7)) }
+            return text
+        }
+    }
+
+    /// The port a bound socket listens on.
+    static func localPort(of fd: Int32) -> Int {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard rc == 0 else { return 0 }
+        return withUnsafePointer(to: &storage) { p -> Int in
+            if p.pointee.ss_family == sa_family_t(AF_INET6) {
+                return p.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
+            }
+            return p.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+        }
+    }
+
     /// Blocking getaddrinfo: call it off the loop (start-up, or the resolver thread).
-    static func resolve(host: String, port: Int) -> Result<[SocketAddress], ResolveError> {
+    /// `passive`: addresses to listen on.
+    static func resolve(host: String, port: Int, passive: Bool = false) -> Result<[SocketAddress], ResolveError> {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_family = AF_UNSPEC
+        if passive { hints.ai_flags = AI_PASSIVE }
         var result: UnsafeMutablePointer<addrinfo>?
         let rc = getaddrinfo(host, String(port), &hints, &result)
         guard rc == 0, let first = result else {

@@ -228,4 +228,26 @@ final class LockedBox<T>: @unchecked Sendable {
                                         headers: rig.auth).status == 200)
         }
     }
+
+    @Test func readinessFollowsTheFilesWritabilityWithoutTraffic() throws {
+        try withRig("readyz-idle") { rig in
+            let db = rig.dir + "/audit.sqlite3"
+            func ready() -> (Int, String) {
+                let r = try? RawHTTP.request(port: rig.gw.adminPort, method: "GET", target: "/readyz")
+                return (r?.status ?? -1, r?.text ?? "")
+            }
+            #expect(ready().0 == 200)
+            try FileManager.default.setAttributes([.posixPermissions: 0o444], ofItemAtPath: db)
+            let down = Date()
+            try rig.gw.child.wait("/readyz to report the read-only file", seconds: 5) { ready().0 == 503 }
+            #expect(Date().timeIntervalSince(down) < 3)
+            #expect(ready().1.contains("audit log not writable"))
+            try FileManager.default.setAttributes([.posixPermissions: 0o640], ofItemAtPath: db)
+            let up = Date()
+            try rig.gw.child.wait("/readyz to recover", seconds: 5) { ready().0 == 200 }
+            #expect(Date().timeIntervalSince(up) < 3)
+            #expect(rig.sim.requests.isEmpty, "no call was made: the probe alone followed the file")
+            #expect(rig.gw.child.stderrLines.contains { $0.contains("audit log writable again") })
+        }
+    }
 }

@@ -135,8 +135,83 @@ import Testing
                                         headers: [("Authorization", "Bearer \(key.key)")])
             #expect(r.status == 502)
             #expect(r.json["title"] as? String == "Bad Gateway")
-            #expect((r.json["detail"] as? String)?.contains("unreachable") == true, "\(r.text)")
+            let detail = r.json["detail"] as? String ?? ""
+            #expect(detail == "upstream unreachable: 127.0.0.1:\(closedPort): Connection refused", "\(detail)")
+            // Nothing reached Hookshot: no upstream time.
+            gw.stop()
+            let row = try #require(try AuditIntegrationTests.pairs(gw.auditPath)[r.header("X-Request-Id") ?? ""])
+            #expect(row["upstream_ms"] == .null && row["upstream_status"] == .null)
+            #expect(row["decision"] == .text("upstream_error"))
         }
+    }
+
+    @Test func anUpstreamThatStallsInTheTLSHandshakeIs502WithNothingSent() throws {
+        // A listener that completes TCP handshakes (the kernel's backlog) and never speaks TLS.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        #expect(listen(fd, 16) == 0)
+        try withGateway(upstream: ["connect_timeout_ms": 400], upstreamPort: Int(UInt16(bigEndian: addr.sin_port))) { gw, _, key in
+            let started = Date()
+            let r = try RawHTTP.request(port: gw.port, target: Self.redeliver("29dd8606-4e01-46cb-aca2-dd6022e74865"),
+                                        headers: [("Authorization", "Bearer \(key.key)")])
+            #expect(r.status == 502)
+            #expect(r.json["type"] as? String == "urn:hookgate:problem:upstream_error")
+            #expect(Date().timeIntervalSince(started) < 2.5)
+            gw.stop()
+            let row = try #require(try AuditIntegrationTests.pairs(gw.auditPath)[r.header("X-Request-Id") ?? ""])
+            #expect(row["upstream_ms"] == .null)
+        }
+    }
+
+    @Test func interimAnswersAreSkippedAndAMissingContentTypeStaysMissing() throws {
+        try withGateway { gw, sim, key in
+            let auth = [("Authorization", "Bearer \(key.key)")]
+            for id in ["00000103-4e01-46cb-aca2-dd6022e74865", "00000100-4e01-46cb-aca2-dd6022e74865"] {
+                let r = try RawHTTP.request(port: gw.port, target: Self.redeliver(id), headers: auth)
+                #expect(r.status == 200, "\(id): \(r.text)")
+                #expect(r.header("Content-Type") == "application/json; charset=utf-8")
+                #expect(r.json["id"] as? String == id, "Hookshot's final answer is relayed")
+            }
+            let bare = try RawHTTP.request(port: gw.port, target: Self.redeliver("0000e0c7-4e01-46cb-aca2-dd6022e74865"), headers: auth)
+            #expect(bare.status == 200)
+            #expect(bare.header("Content-Type") == nil, "no Content-Type is invented: \(bare.headers)")
+            #expect(bare.json["id"] as? String == "0000e0c7-4e01-46cb-aca2-dd6022e74865")
+            #expect(sim.requests.count == 3, "each call sent once")
+        }
+    }
+
+    @Test func aStaticTokenHookshotRefusedIsNeverSentAgainUntilAReload() throws {
+        let dir = Harness.tempDir("static-401")
+        let sim = try SimulatorProcess(dir: dir)
+        defer { sim.stop() }
+        let tokenFile = dir + "/token"
+        try "a-token-hookshot-refuses".write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        let key = TeamKey()
+        let gw = try GatewayProcess(dir: dir, config: GatewayProcess.config(
+            dir: dir, simulator: sim, teams: [["name": "claims", "key_sha256": [key.sha256], "allow_hooks": ["*"]]],
+            upstream: ["service_token": ["file": tokenFile]]))
+        defer { gw.stop() }
+        let auth = [("Authorization", "Bearer \(key.key)")]
+        let first = try RawHTTP.request(port: gw.port, target: Self.redeliver("29dd8606-4e01-46cb-aca2-dd6022e74865"), headers: auth)
+        #expect(first.status == 502)
+        #expect(sim.requests.count == 1)
+        let second = try RawHTTP.request(port: gw.port, target: Self.redeliver("29dd8606-4e01-46cb-aca2-dd6022e74866"), headers: auth)
+        #expect(second.status == 502)
+        #expect((second.json["detail"] as? String)?.contains("not sent again") == true, "\(second.text)")
+        #expect(sim.requests.count == 1, "the refused token was sent again")
+        let ready = try RawHTTP.request(port: gw.adminPort, method: "GET", target: "/readyz")
+        #expect(ready.status == 503 && ready.text.contains("refused the service token"))
+        // Ops put the right token in place and reload.
+        try Harness.serviceToken.write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        gw.child.signal(SIGHUP)
+        try gw.child.wait("reload") { gw.child.stderrLines.contains { $0.contains("configuration reloaded") } }
+        #expect(try RawHTTP.request(port: gw.port, target: Self.redeliver("29dd8606-4e01-46cb-aca2-dd6022e74867"), headers: auth).status == 200)
     }
 
     @Test func slowUpstreamIs504AfterExactlyOneUpstreamRequest() throws {

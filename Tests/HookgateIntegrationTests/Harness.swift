@@ -217,6 +217,9 @@ final class GatewayProcess: @unchecked Sendable {
         adminPort = line["admin.port"] as! Int
     }
 
+    /// The audit file of `config(dir:...)`.
+    var auditPath: String { URL(fileURLWithPath: configPath).deletingLastPathComponent().path + "/audit.sqlite3" }
+
     /// The per-request log lines.
     var requestLogs: [[String: Any]] {
         ChildProcess.objects(child.stderrLines).filter { $0["msg"] as? String == "request" }

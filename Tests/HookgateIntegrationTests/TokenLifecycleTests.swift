@@ -98,9 +98,18 @@ import Testing
             let r = try RawHTTP.request(port: gw.port, target: target, headers: auth)
             #expect(r.status == 502)
             #expect((r.json["detail"] as? String)?.contains("service token") == true)
+            let last = try #require(sim.requests.last)
+            let refused = try #require(SimulatorProcess.headers(of: last).first { $0.0 == "Authorization" }?.1)
+            // Calls right after the refusal never carry the refused token: 502 until the new one is in.
+            for _ in 0..<5 { _ = try RawHTTP.request(port: gw.port, target: Self.path, headers: auth) }
             try sim.child.wait("a fresh token request") { sim.tokenRequests.count == 2 }
-            #expect(sim.requests.filter { ($0["target"] as? String ?? "").contains("00000401") }.count == 1)
+            try gw.child.wait("the new token") {
+                (try? RawHTTP.request(port: gw.adminPort, method: "GET", target: "/readyz").status) == 200
+            }
             #expect(try RawHTTP.request(port: gw.port, target: Self.path, headers: auth).status == 200)
+            let used = sim.requests.dropFirst().compactMap { SimulatorProcess.headers(of: $0).first { $0.0 == "Authorization" }?.1 }
+            #expect(!used.contains(refused), "the refused token was sent again")
+            #expect(sim.requests.filter { ($0["target"] as? String ?? "").contains("00000401") }.count == 1)
             let metrics = try RawHTTP.request(port: gw.adminPort, method: "GET", target: "/metrics").text
             #expect(metrics.contains("hookgate_upstream_token_rejections_total 1"))
         }

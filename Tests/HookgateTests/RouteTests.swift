@@ -30,6 +30,17 @@ import Testing
         #expect(r.headers == [Refusal.Header("Allow", "POST")])
     }
 
+    @Test func unknownMethodsAre405OnTheRouteAnd501Elsewhere() {
+        guard case .failure(let onRoute) = Route.match(method: "FOO", target: "/hooks/\(hook)/requests/\(req)/redeliver") else {
+            Issue.record("matched"); return
+        }
+        #expect(onRoute.status == 405 && onRoute.headers == [Refusal.Header("Allow", "POST")])
+        guard case .failure(let elsewhere) = Route.match(method: "FOO", target: "/other") else { Issue.record("matched"); return }
+        #expect(elsewhere.status == 501 && elsewhere.decision == .methodNotAllowed)
+        guard case .failure(let known) = Route.match(method: "DELETE", target: "/other") else { Issue.record("matched"); return }
+        #expect(known.status == 404)
+    }
+
     @Test func malformedIdsAndQueryAreBadRequests() {
         for target in ["/hooks/not-a-uuid/requests/\(req)/redeliver",
                        "/hooks/\(hook)/requests/\(req.dropLast())/redeliver",
@@ -113,6 +124,61 @@ import Testing
         }
         var d = ResponseParser()
         #expect(throws: ResponseParser.ParseError.self) { try d.finish() }
+        var e = ResponseParser()
+        #expect(throws: ResponseParser.ParseError.self) { try e.feed(Array("HTTP/1.1 101 Switching Protocols\r\n\r\n".utf8)) }
+        var f = ResponseParser()
+        let many = String(repeating: "HTTP/1.1 100 Continue\r\n\r\n", count: ResponseParser.maxInterim + 1)
+        #expect(throws: ResponseParser.ParseError.self) { try f.feed(Array(many.utf8)) }
+    }
+
+    @Test func interimAnswersAreSkippedAndTheFinalOneRelayed() throws {
+        let text = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+            + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        for split in [1, 5, 30, text.utf8.count] {
+            var p = ResponseParser()
+            var result: UpstreamResponse?
+            var i = 0
+            let bytes = Array(text.utf8)
+            while i < bytes.count, result == nil {
+                let end = min(bytes.count, i + split)
+                if case .complete(let r) = try p.feed(bytes[i..<end]) { result = r }
+                i = end
+            }
+            let r = try #require(result, "split \(split)")
+            #expect(r.status == 200 && r.body == Array("ok".utf8))
+            #expect(r.headers.map(\.name) == ["Content-Length"], "the interim fields are not the answer's")
+        }
+    }
+}
+
+@Suite struct ResponseHeadTests {
+    @Test func writesLengthDateAndConnectionItselfAndNoInventedContentType() {
+        let r = OutgoingResponse(status: 200, headers: [("X-Request-Id", "id1"), ("Content-Length", "999"),
+                                                        ("Connection", "keep-alive"), ("Bad\r\nName", "x"), ("Ok", "a\r\nInjected: 1")],
+                                 body: Array("hi".utf8))
+        let text = String(decoding: r.serialized(date: "Mon, 30 Nov 2026 12:00:00 GMT", keepAlive: false, version: .http11,
+                                                 headOnly: false), as: UTF8.self)
+        #expect(text == "HTTP/1.1 200 OK\r\nX-Request-Id: id1\r\nContent-Length: 2\r\nDate: Mon, 30 Nov 2026 12:00:00 GMT\r\n"
+                + "Connection: close\r\n\r\nhi")
+    }
+
+    @Test func aReasonPhraseWithControlBytesIsReplacedByTheStandardOne() {
+        let r = OutgoingResponse(status: 502, reason: "Bad\rGateway", headers: [], body: [])
+        let text = String(decoding: r.serialized(date: "d", keepAlive: true, version: .http11, headOnly: false), as: UTF8.self)
+        #expect(text.hasPrefix("HTTP/1.1 502 Bad Gateway\r\n"))
+        let upstream = OutgoingResponse(status: 200, reason: "Fine Thanks", headers: [], body: [])
+        #expect(String(decoding: upstream.serialized(date: "d", keepAlive: true, version: .http11, headOnly: false),
+                       as: UTF8.self).hasPrefix("HTTP/1.1 200 Fine Thanks\r\n"))
+    }
+
+    @Test func headAnswersCarryTheLengthButNoBodyAndHTTP10KeepAliveIsExplicit() {
+        let r = OutgoingResponse(status: 405, headers: [], body: Array("12345".utf8))
+        let text = String(decoding: r.serialized(date: "d", keepAlive: true, version: .http10, headOnly: true), as: UTF8.self)
+        #expect(text == "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 5\r\nDate: d\r\nConnection: keep-alive\r\n\r\n")
+    }
+
+    @Test func datesAreIMFFixdate() {
+        #expect(HTTPDate.format(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
     }
 }
 

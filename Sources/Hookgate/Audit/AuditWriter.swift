@@ -45,6 +45,7 @@ final class AuditWriter: @unchecked Sendable {
     private var stopped = false
     private var status = Status()
     private let onFailure: @Sendable (String) -> Void
+    private let onRecovery: @Sendable () -> Void
 
     // Writer-thread state.
     private var db: SQLiteConnection?
@@ -59,8 +60,9 @@ final class AuditWriter: @unchecked Sendable {
 
     /// Opens (creating and migrating) the database now, on the calling thread, so that a
     /// misconfigured path stops start-up with a clear error; then starts the writer thread.
-    init(loop: EventLoop, config: AuditConfig, maxBatch: Int = 1024,
+    init(loop: EventLoop, config: AuditConfig, maxBatch: Int = 1024, onRecovery: @escaping @Sendable () -> Void = {},
          onFailure: @escaping @Sendable (String) -> Void) throws(AuditError) {
+        self.onRecovery = onRecovery
         precondition(maxBatch >= 1, "maxBatch must be at least 1")
         self.loop = loop
         self.maxBatch = maxBatch
@@ -109,10 +111,19 @@ final class AuditWriter: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// How often an idle writer checks that the file is still writable (for /readyz).
+    static let probeIntervalSeconds = 1.0
+
     private func run() {
         while true {
             condition.lock()
-            while queue.isEmpty && !stopping { condition.wait() }
+            while queue.isEmpty && !stopping {
+                if !condition.wait(until: Date(timeIntervalSinceNow: Self.probeIntervalSeconds)) && queue.isEmpty && !stopping {
+                    condition.unlock()
+                    probe()
+                    condition.lock()
+                }
+            }
             if queue.isEmpty && stopping {
                 stopped = true
                 condition.broadcast()
@@ -135,6 +146,7 @@ final class AuditWriter: @unchecked Sendable {
             let seconds = Double(EventLoop.monotonicNanos() - started) / 1e9
 
             condition.lock()
+            let wasHealthy = status.healthy
             switch result {
             case .success:
                 status.commits += 1
@@ -148,7 +160,10 @@ final class AuditWriter: @unchecked Sendable {
                 status.lastError = error.description
             }
             condition.unlock()
-            if case .failure(let error) = result { onFailure(error.description) }
+            switch result {
+            case .failure(let error): onFailure(error.description)
+            case .success: if !wasHealthy { onRecovery() }
+            }
 
             let completions = batch.map(\.completion)
             let outcome = LoopBound(result)
@@ -200,30 +215,52 @@ final class AuditWriter: @unchecked Sendable {
         return (UInt64(st.st_dev), UInt64(st.st_ino))
     }
 
+    /// The checks made before every group, on the file itself (one stat): still the file that
+    /// was opened, and writable. Opens the connection if it is closed.
+    private func checkFile() throws(AuditError) {
+        var st = stat()
+        let exists = stat(path, &st) == 0
+        if db != nil {
+            // A file removed or replaced under us would swallow records unseen: fail closed
+            // and start over on a new file with the next group.
+            guard exists, let opened = fileIdentity, opened == (UInt64(st.st_dev), UInt64(st.st_ino)) else {
+                closeConnection()
+                throw AuditError(code: 14, message: "audit file \(path) was removed or replaced; a new file is started")
+            }
+        }
+        if exists {
+            if access(path, W_OK) != 0 {
+                throw AuditError(code: 8, message: "audit file \(path) is not writable: \(String(cString: strerror(errno)))")
+            }
+            // root passes access(W_OK) whatever the mode: a file an operator made read-only
+            // (no write bit for anyone) is treated as not writable all the same.
+            if st.st_mode & 0o222 == 0 {
+                throw AuditError(code: 8, message: "audit file \(path) is read-only (no write permission bits)")
+            }
+        }
+        if db == nil { try open() }
+    }
+
+    /// While idle: the same checks as before a group, without writing anything, so that
+    /// /readyz follows the file's writability within a probe interval, both ways.
+    private func probe() {
+        var failure: AuditError?
+        do throws(AuditError) { try checkFile() } catch {
+            failure = error
+            closeConnection()
+        }
+        condition.lock()
+        let wasHealthy = status.healthy
+        status.healthy = failure == nil
+        status.lastError = failure?.description
+        condition.unlock()
+        if let failure, wasHealthy { onFailure(failure.description) }
+        if failure == nil, !wasHealthy { onRecovery() }
+    }
+
     private func commit(_ items: [Item]) -> Result<Void, AuditError> {
         do throws(AuditError) {
-            // One stat per group: the file's identity and mode.
-            var st = stat()
-            let exists = stat(path, &st) == 0
-            if db != nil {
-                // A file removed or replaced under us would swallow records unseen: fail closed
-                // and start over on a new file with the next group.
-                guard exists, let opened = fileIdentity, opened == (UInt64(st.st_dev), UInt64(st.st_ino)) else {
-                    closeConnection()
-                    throw AuditError(code: 14, message: "audit file \(path) was removed or replaced; a new file is started")
-                }
-            }
-            if exists {
-                if access(path, W_OK) != 0 {
-                    throw AuditError(code: 8, message: "audit file \(path) is not writable: \(String(cString: strerror(errno)))")
-                }
-                // root passes access(W_OK) whatever the mode: a file an operator made read-only
-                // (no write bit for anyone) is treated as not writable all the same.
-                if st.st_mode & 0o222 == 0 {
-                    throw AuditError(code: 8, message: "audit file \(path) is read-only (no write permission bits)")
-                }
-            }
-            if db == nil { try open() }
+            try checkFile()
             guard let db, let insertRequest, let insertResponse, let beginStatement, let commitStatement else {
                 throw AuditError(code: 21, message: "audit database is not open")
             }

@@ -109,7 +109,9 @@ public final class Gateway {
             host: up.host, port: up.port, connectTimeoutMs: up.connectTimeoutMs, timeoutMs: up.timeoutMs,
             maxConnections: up.maxConnections, idleTimeoutMs: up.idleTimeoutMs, maxResponseBytes: up.maxResponseBytes,
             queueTimeoutMs: up.queueTimeoutMs, maxQueued: up.maxQueue))
-        audit = try AuditWriter(loop: loop, config: config.audit) { [logger] why in
+        audit = try AuditWriter(loop: loop, config: config.audit, onRecovery: { [logger] in
+            logger.info("audit log writable again: calls are recorded and served")
+        }) { [logger] why in
             logger.error("audit write failed: calls are refused with 503 until it recovers", metadata: ["error": "\(why)"])
         }
     }

@@ -60,6 +60,8 @@ public struct ResponseParser: Sendable {
     private var headers: [(name: String, value: String)] = []
     private var body: [UInt8] = []
     private var keepAlive = true
+    private var interimCount = 0
+    static let maxInterim = 8
 
     public init(maxHeaderBytes: Int = 64 * 1024, maxBodyBytes: Int = 1 << 20, bodyless: Bool = false) {
         self.maxHeaderBytes = maxHeaderBytes
@@ -120,8 +122,17 @@ public struct ResponseParser: Sendable {
                     return .needMore
                 }
                 if headEnd > maxHeaderBytes { throw .headTooLarge(maxHeaderBytes) }
-                try parseHead(upTo: headEnd)
+                let interim = try parseHead(upTo: headEnd)
                 buffer.removeFirst(headEnd)
+                if interim {
+                    // RFC 9110 §15.2: a 1xx answer precedes the final one; skip it (bounded).
+                    interimCount += 1
+                    guard interimCount <= ResponseParser.maxInterim else {
+                        throw .malformed("more than \(ResponseParser.maxInterim) interim (1xx) responses")
+                    }
+                    headers = []
+                    state = .head
+                }
             case .body(let framing):
                 switch framing {
                 case .none:
@@ -192,7 +203,8 @@ public struct ResponseParser: Sendable {
         return nil
     }
 
-    private mutating func parseHead(upTo end: Int) throws(ParseError) {
+    /// Parses a head; true for an interim (1xx) one, which has no body and is not the answer.
+    private mutating func parseHead(upTo end: Int) throws(ParseError) -> Bool {
         var pos = 0
         guard let (statusLine, afterStatus) = nextLine(from: 0) else { throw .malformed("no status line") }
         pos = afterStatus
@@ -204,7 +216,11 @@ public struct ResponseParser: Sendable {
         guard parts[1].count == 3, parts[1].allSatisfy({ $0 >= 48 && $0 <= 57 }),
               let code = Int(String(decoding: parts[1], as: UTF8.self)), (100...599).contains(code)
         else { throw .malformed("bad status code") }
-        guard code >= 200 else { throw .malformed("unexpected interim response \(code)") }
+        if code < 200 {
+            // 101 would switch protocols, which the gateway never asks for.
+            guard code != 101 else { throw .malformed("unexpected 101 Switching Protocols") }
+            return true
+        }
         status = code
         reason = parts.count == 3 ? String(decoding: parts[2], as: UTF8.self) : ""
         keepAlive = version == "HTTP/1.1"
@@ -259,6 +275,7 @@ public struct ResponseParser: Sendable {
             keepAlive = false
             state = .body(.untilClose)
         }
+        return false
     }
 
     private enum FramingHeader { case contentLength, transferEncoding, connection }

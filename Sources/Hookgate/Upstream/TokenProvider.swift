@@ -34,6 +34,8 @@ final class TokenProvider {
     private var timer: LoopTimer?
     private(set) var lastError: String?
     private(set) var stats = Stats()
+    /// A static token Hookshot refused (not used again until a reload).
+    private var refusedStatic = false
 
     init(loop: EventLoop, material: ServiceTokenMaterial, tls: TLSClientContext, logger: Logger) {
         self.loop = loop
@@ -67,6 +69,7 @@ final class TokenProvider {
     /// The token for a call now, or why there is none.
     func current(now: UInt64 = EventLoop.monotonicNanos()) -> Result<String, TokenUnavailable> {
         if let token, now < useUntil { return .success(token) }
+        if refusedStatic { return .failure(TokenUnavailable(reason: lastError ?? "service token refused")) }
         if token != nil {
             token = nil
             lastError = "the access token expired and no new one could be obtained" + (lastError.map { " (\($0))" } ?? "")
@@ -76,15 +79,27 @@ final class TokenProvider {
         return .failure(TokenUnavailable(reason: lastError ?? "no access token"))
     }
 
-    /// Hookshot answered 401 to a call made with `used`.
+    /// Hookshot answered 401 to a call made with `used`: that token is never sent again.
+    /// An OAuth2 token is dropped at once and a new one requested (calls get 502 until it
+    /// arrives); a static token stays refused until a reload brings (or re-reads) one.
     func upstreamRejected(_ used: String) {
         stats.upstreamRejections += 1
-        guard isOAuth2, used == token else { return }
-        logger.warning("upstream rejected the access token; obtaining a new one")
-        if !requesting {
-            timer?.cancel()
-            timer = nil
-            request()
+        guard used == token else { return }  // already replaced
+        token = nil
+        useUntil = 0
+        switch source {
+        case .staticToken:
+            refusedStatic = true
+            lastError = "Hookshot refused the service token (401); it is not sent again: fix it and reload (SIGHUP)"
+            logger.error("upstream rejected the service token; no call is forwarded until a reload")
+        case .oauth2:
+            lastError = "Hookshot refused the access token (401); a new one is being obtained"
+            logger.warning("upstream rejected the access token; dropped it, obtaining a new one")
+            if !requesting {
+                timer?.cancel()
+                timer = nil
+                request()
+            }
         }
     }
 
@@ -92,9 +107,12 @@ final class TokenProvider {
     func replace(_ material: ServiceTokenMaterial) {
         switch (material, source) {
         case (.staticToken(let t), .staticToken):
+            // A reload is the operator's word that this token is to be used (again).
             source = .staticToken(t)
             token = t
             useUntil = .max
+            refusedStatic = false
+            lastError = nil
         case (.oauth2(_, let secret), .oauth2(let config, _, let pool)):
             source = .oauth2(config, secret: secret, pool: pool)
         default:

@@ -36,21 +36,21 @@ final class Exchange {
         self.method = request.method
         self.target = request.target
         self.clientAddress = request.peerAddress
-        self.clientRequestID = request.head.first("X-Request-Id").map { String($0.prefix(200)) }
-        self.userAgent = request.head.first("User-Agent").map { String($0.prefix(512)) }
+        self.clientRequestID = request.head.first("X-Request-Id").map { $0.utf8Prefix(200) }
+        self.userAgent = request.head.first("User-Agent").map { $0.utf8Prefix(512) }
     }
 
     /// The path as audited and logged: canonical once the ids parsed, else as received
-    /// without the query string (which may hold a secret), capped.
-    var recordedPath: String {
+    /// without the query string (which may hold a secret), capped. Made once, after the decision.
+    private(set) lazy var recordedPath: String = {
         if let plan = verdict.plan { return plan.target.path }
         if let hook = verdict.hookID, let event = verdict.eventRequestID {
             return RedeliverTarget(hookID: hook, requestID: event).path
         }
         let utf8 = target.utf8
         let end = utf8.firstIndex(of: UInt8(ascii: "?")) ?? utf8.endIndex
-        return String(decoding: utf8[utf8.startIndex..<end].prefix(2048), as: UTF8.self)
-    }
+        return String(decoding: utf8[utf8.startIndex..<end], as: UTF8.self).utf8Prefix(2048)
+    }()
 }
 
 /// An answer on the main listener, with what its audit record and log line need.
@@ -65,6 +65,8 @@ struct Answer {
     var upstream: UpstreamResponse?
     var reason: String?
     var keepAlive = true
+    /// When its response record was made (also the log line's time).
+    var completedAt: String?
 }
 
 /// The gateway: the caller listener, the admin listener, policy, the upstream pool.
@@ -278,6 +280,8 @@ public final class Gateway {
         var items: [AuditWriter.Item] = []
         items.reserveCapacity(2)
         if !exchange.requestRecorded { items.append(.request(requestRecord(exchange, decision: answer.decision))) }
+        var answer = answer
+        answer.completedAt = Timestamp.rfc3339(Date())
         items.append(.response(responseRecord(exchange, answer)))
         record(exchange, items) { [unowned self] in
             self.send(exchange, answer)
@@ -318,7 +322,7 @@ public final class Gateway {
 
     private func responseRecord(_ exchange: Exchange, _ answer: Answer) -> AuditResponseRecord {
         AuditResponseRecord(
-            requestID: exchange.id, completedAt: Timestamp.rfc3339(Date()), decision: answer.decision.rawValue,
+            requestID: exchange.id, completedAt: answer.completedAt ?? Timestamp.rfc3339(Date()), decision: answer.decision.rawValue,
             status: answer.status, upstreamStatus: answer.upstream?.status, upstreamMs: exchange.upstreamMs.map(Self.rounded),
             totalMs: Self.rounded(Double(EventLoop.monotonicNanos() - exchange.started) / 1_000_000),
             upstreamContentType: answer.upstream?.header("Content-Type"), upstreamBody: answer.upstream?.body,
@@ -338,11 +342,11 @@ public final class Gateway {
         metrics.countRequest(team: exchange.verdict.team, decision: answer.decision, status: answer.status)
         // The per-request line is built directly (it runs for every call; swift-log's
         // metadata dictionary costs several times more), in the same JSON shape as the others.
-        var line = RequestLogLine()
+        var line = RequestLogLine(timestamp: answer.completedAt ?? Timestamp.rfc3339(Date()))
         line.text("request.id", exchange.id)
         line.text("client.addr", exchange.clientAddress)
-        line.text("method", String(exchange.method.prefix(32)))
-        line.text("path", String(exchange.recordedPath.prefix(256)))
+        line.text("method", exchange.method, limit: 32)
+        line.text("path", exchange.recordedPath, limit: 256)
         line.text("decision", answer.decision.rawValue)
         line.number("status", Double(answer.status))
         line.number("duration_ms", Self.rounded(totalMs))
@@ -353,7 +357,8 @@ public final class Gateway {
         if let ms = exchange.upstreamMs { line.number("upstream.ms", Self.rounded(ms)) }
         if let detail = answer.detail, answer.decision != .forwarded { line.text("detail", detail) }
         if let crid = exchange.clientRequestID { line.text("client.request_id", crid) }
-        LineWriter.stderr.write(line.finish())
+        line.finish()
+        LineWriter.stderr.write(bytes: line.bytes)
         drainProgress()
     }
 
@@ -592,47 +597,59 @@ final class Resolver: @unchecked Sendable {
 /// One JSON log line for a request: `ts`, `level`, `msg`, then the fields in order. Built as
 /// bytes: this runs for every call.
 struct RequestLogLine {
-    private var out: [UInt8]
+    private(set) var bytes: [UInt8]
 
-    init() {
-        out = []
-        out.reserveCapacity(512)
-        out.append(contentsOf: #"{"ts":""#.utf8)
-        out.append(contentsOf: Timestamp.rfc3339(Date()).utf8)
-        out.append(contentsOf: #"","level":"info","msg":"request""#.utf8)
+    init(timestamp: String) {
+        bytes = []
+        bytes.reserveCapacity(512)
+        bytes.append(contentsOf: #"{"ts":""#.utf8)
+        bytes.append(contentsOf: timestamp.utf8)
+        bytes.append(contentsOf: #"","level":"info","msg":"request""#.utf8)
     }
 
-    private mutating func key(_ key: String) {
-        out.append(contentsOf: #",""#.utf8)
-        out.append(contentsOf: key.utf8)
-        out.append(contentsOf: #"":"#.utf8)
+    private mutating func key(_ key: StaticString) {
+        bytes.append(contentsOf: #",""#.utf8)
+        bytes.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
+        bytes.append(contentsOf: #"":"#.utf8)
     }
 
-    mutating func text(_ name: String, _ value: String) {
+    /// A string field, cut to `limit` bytes of UTF-8.
+    mutating func text(_ name: StaticString, _ value: String, limit: Int = 1024) {
         key(name)
-        if value.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
+        let value = value.utf8Prefix(limit)
+        if JSON.needsEscaping(value) {
             var escaped = ""
             JSON.appendString(value, to: &escaped)
-            out.append(contentsOf: escaped.utf8)
+            bytes.append(contentsOf: escaped.utf8)
         } else {
-            out.append(0x22)
-            out.append(contentsOf: value.utf8)
-            out.append(0x22)
+            bytes.append(0x22)
+            bytes.append(contentsOf: value.utf8)
+            bytes.append(0x22)
         }
     }
 
-    mutating func number(_ name: String, _ value: Double) {
+    mutating func number(_ name: StaticString, _ value: Double) {
         key(name)
         if value == value.rounded() && abs(value) < 1e15 {
-            out.append(contentsOf: String(Int64(value)).utf8)
+            bytes.append(contentsOf: String(Int64(value)).utf8)
         } else {
-            out.append(contentsOf: String(value).utf8)
+            bytes.append(contentsOf: String(value).utf8)
         }
     }
 
-    func finish() -> String {
-        var done = out
-        done.append(UInt8(ascii: "}"))
-        return String(decoding: done, as: UTF8.self)
+    mutating func finish() {
+        bytes.append(UInt8(ascii: "}"))
+    }
+}
+
+extension String {
+    /// At most `limit` bytes of UTF-8, cut at a scalar boundary (no grapheme work: the common
+    /// case, a short string, costs one length check).
+    func utf8Prefix(_ limit: Int) -> String {
+        let utf8 = self.utf8
+        guard utf8.count > limit else { return self }
+        var end = utf8.index(utf8.startIndex, offsetBy: limit)
+        while end > utf8.startIndex, UTF8.isContinuation(utf8[end]) { end = utf8.index(before: end) }
+        return String(decoding: utf8[utf8.startIndex..<end], as: UTF8.self)
     }
 }

@@ -8,7 +8,11 @@ public final class LineWriter: @unchecked Sendable {
     private let fd: Int32
     private let capacity: Int
     private let condition = NSCondition()
-    private var lines: [String] = []
+    /// Lines waiting for the writer thread, newline-terminated, in one buffer (no allocation
+    /// per line); swapped with `spare` by the writer.
+    private var pending: [UInt8] = []
+    private var spare: [UInt8] = []
+    private var pendingLines = 0
     private var dropped = 0
     private var writing = false
 
@@ -18,20 +22,30 @@ public final class LineWriter: @unchecked Sendable {
     public init(fd: Int32, capacity: Int = 10_000) {
         self.fd = fd
         self.capacity = capacity
+        pending.reserveCapacity(64 * 1024)
+        spare.reserveCapacity(64 * 1024)
         let thread = Thread { [unowned self] in self.drain() }
         thread.name = "hookgate-log-\(fd)"
         thread.start()
     }
 
     public func write(_ line: String) {
+        var line = line
+        line.withUTF8 { write(bytes: $0) }
+    }
+
+    /// A line as UTF-8 bytes, without its newline.
+    public func write<Bytes: Collection>(bytes line: Bytes) where Bytes.Element == UInt8 {
         condition.lock()
         let wake: Bool
-        if lines.count >= capacity {
+        if pendingLines >= capacity {
             dropped += 1
             wake = false
         } else {
-            lines.append(line)
-            wake = lines.count == 1
+            pending.append(contentsOf: line)
+            pending.append(10)
+            pendingLines += 1
+            wake = pendingLines == 1
         }
         condition.unlock()
         // Only the first line of a batch wakes the writer (after unlocking, so that it does
@@ -64,36 +78,36 @@ public final class LineWriter: @unchecked Sendable {
     /// Blocks until every queued line is written (shutdown, tests).
     public func flush() {
         condition.lock()
-        while !lines.isEmpty || writing { condition.wait() }
+        while pendingLines > 0 || writing { condition.wait() }
         condition.unlock()
     }
 
     private func drain() {
         while true {
             condition.lock()
-            while lines.isEmpty { condition.wait() }
-            if lines.count < capacity / 2 {
+            while pendingLines == 0 { condition.wait() }
+            if pendingLines < capacity / 2 {
                 // Let a busy loop add more lines first: one wake-up and one write(2) per
                 // millisecond at most, rather than one per request.
                 condition.unlock()
                 usleep(1000)
                 condition.lock()
             }
-            var batch = lines
-            lines.removeAll(keepingCapacity: true)
+            var batch: [UInt8] = []
+            swap(&batch, &pending)   // the lines to write
+            swap(&pending, &spare)   // an empty buffer with capacity takes new lines
+            pendingLines = 0
             if dropped > 0 {
-                batch.append(#"{"level":"warning","msg":"log lines dropped","count":\#(dropped)}"#)
+                batch.append(contentsOf: #"{"level":"warning","msg":"log lines dropped","count":\#(dropped)}"#.utf8)
+                batch.append(10)
                 dropped = 0
             }
             writing = true
             condition.unlock()
-            var bytes = [UInt8]()
-            for line in batch {
-                bytes.append(contentsOf: line.utf8)
-                bytes.append(10)
-            }
-            writeAll(bytes)
+            writeAll(batch)
+            batch.removeAll(keepingCapacity: true)
             condition.lock()
+            if batch.capacity <= 1 << 20 { spare = batch }  // keep a buffer of ordinary size for next time
             writing = false
             condition.broadcast()
             condition.unlock()
@@ -201,9 +215,17 @@ public enum Timestamp {
 
 /// Minimal JSON text helpers for hand-built lines (logs, problem bodies).
 public enum JSON {
+    /// Whether `s` needs escaping in a JSON string (a control byte, `"` or `\\`).
+    static func needsEscaping(_ s: String) -> Bool {
+        if let answer = s.utf8.withContiguousStorageIfAvailable({ buf in
+            buf.contains { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }
+        }) { return answer }
+        return s.utf8.contains { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }
+    }
+
     public static func appendString(_ s: String, to out: inout String) {
         // Fast path: most values need no escaping and are appended whole.
-        if !s.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
+        if !needsEscaping(s) {
             out += "\""
             out += s
             out += "\""

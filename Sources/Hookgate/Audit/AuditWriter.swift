@@ -73,7 +73,10 @@ final class AuditWriter: @unchecked Sendable {
         self.maxQueue = config.maxQueue
         self.onFailure = onFailure
         try open()
-        let thread = Thread { [self] in run() }
+        let thread = Thread { [self] in
+            ThreadName.set("hookgate-audit")
+            run()
+        }
         thread.name = "hookgate-audit"
         thread.start()
     }

@@ -566,6 +566,7 @@ final class Resolver: @unchecked Sendable {
     func start(waitFirstMs: Int) {
         let first = DispatchSemaphore(value: 0)
         let thread = Thread { [self] in
+            ThreadName.set("hookgate-resolver")
             var signalled = false
             var lastError: String? = nil
             while true {

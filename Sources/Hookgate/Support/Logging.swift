@@ -24,7 +24,10 @@ public final class LineWriter: @unchecked Sendable {
         self.capacity = capacity
         pending.reserveCapacity(64 * 1024)
         spare.reserveCapacity(64 * 1024)
-        let thread = Thread { [unowned self] in self.drain() }
+        let thread = Thread { [unowned self] in
+            ThreadName.set("hookgate-log-\(fd)")
+            self.drain()
+        }
         thread.name = "hookgate-log-\(fd)"
         thread.start()
     }

@@ -209,14 +209,17 @@ public enum AuditBenchmark {
             var userAgent: String
         }
 
-        let teams: [Team] = [
-            Team(name: "payments", fingerprint: "3f9a1c07be52d4e8", hooks: [RequestID.make(), RequestID.make()],
-                 tenant: RequestID.make(), userAgent: "payments-redeliver/2.3.1"),
-            Team(name: "onboarding", fingerprint: "a04e7d13c96b2f58", hooks: [RequestID.make()],
-                 tenant: RequestID.make(), userAgent: "curl/8.5.0"),
-            Team(name: "billing", fingerprint: "5c2be81f07d9a3e6", hooks: [RequestID.make(), RequestID.make(), RequestID.make()],
-                 tenant: RequestID.make(), userAgent: "python-requests/2.31.0"),
-        ]
+        /// Traffic spread like real traffic: 20 teams, 100 hooks each (2,000 hooks), random
+        /// event ids. (A few hooks would flatter the hook index: every insert would land on the
+        /// same few pages.)
+        let teams: [Team] = {
+            let agents = ["payments-redeliver/2.3.1", "curl/8.5.0", "python-requests/2.31.0", "Go-http-client/1.1"]
+            return (1...20).map { i in
+                Team(name: "team\(i < 10 ? "0" : "")\(i)", fingerprint: String(SHA256.hex("team-key-\(i)").prefix(16)),
+                     hooks: (0..<100).map { _ in UUIDText.format(SecureRandom.bytes(16)) },
+                     tenant: RequestID.make(), userAgent: agents[i % agents.count])
+            }
+        }()
         let configVersion = "9e107d9d372bb6826bd81d3542a419d6e277d4d731479571562b82f3a9c1e0b4"
 
         func request() -> AuditRequestRecord {

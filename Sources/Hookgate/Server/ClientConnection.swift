@@ -24,12 +24,13 @@ final class ClientConnection {
     private var whenWritten: [() -> Void] = []
     /// The request being handled; an answer for any other is ignored.
     private var current: ServerRequest?
-    private var shutDown = false
+    private let isTLS: Bool
 
     /// Takes ownership of `fd` and `ssl` (both freed with the bufferevent, or here on failure).
     init(listener: HTTPListener, fd: Int32, peer: String, ssl: OpaquePointer?) throws {
         self.listener = listener
         self.peerAddress = peer
+        self.isTLS = ssl != nil
         let now = EventLoop.monotonicNanos()
         machine = ConnectionStateMachine(limits: listener.limits.connection, now: now)
         let created: OpaquePointer?
@@ -168,7 +169,6 @@ final class ClientConnection {
         case .shutdownWrite:
             if let bev {
                 _ = shutdown(bufferevent_getfd(bev), Int32(SHUT_WR))
-                shutDown = true
                 // Drop whatever comes now, without a bound on the buffer (it is emptied at once).
                 bufferevent_setwatermark(bev, Int16(EV_READ), 0, 0)
                 bufferevent_enable(bev, Int16(EV_READ))
@@ -216,9 +216,34 @@ final class ClientConnection {
         let bytes = response.serialized(date: listener.dates.now(), keepAlive: keep, version: request.head.version,
                                         headOnly: request.head.method == "HEAD")
         if let written { whenWritten.append(written) }
-        _ = bytes.withUnsafeBytes { bufferevent_write(bev, $0.baseAddress, $0.count) }
-        machine.answered(keepAlive: keep, now: EventLoop.monotonicNanos())
+        let allSent = send(bytes, on: bev)
+        let now = EventLoop.monotonicNanos()
+        machine.answered(keepAlive: keep, now: now)
+        if allSent {
+            // Nothing left for libevent to write, so no write callback will say so: we do.
+            runWritten()
+            perform(machine.drained(now: now))
+        }
         pump()
+    }
+
+    /// Queues `bytes` for the client. On a plain socket with nothing queued, they are first
+    /// written directly (one `send`, no write event to arm and disarm: two `epoll_ctl` fewer
+    /// per answer); what the socket does not take goes to the bufferevent. True when every
+    /// byte has left the process.
+    private func send(_ bytes: [UInt8], on bev: OpaquePointer) -> Bool {
+        var sent = 0
+        if !isTLS, let output = bufferevent_get_output(bev), evbuffer_get_length(output) == 0 {
+            let fd = bufferevent_getfd(bev)
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+            if n == bytes.count { return true }
+            if n > 0 { sent = n }
+            // EAGAIN (full socket buffer), or an error libevent will meet and report.
+        }
+        _ = bytes.withUnsafeBytes { raw in
+            bufferevent_write(bev, raw.baseAddress! + sent, raw.count - sent)
+        }
+        return false
     }
 
     /// Drops the connection without an answer (the simulator's "close" mode).

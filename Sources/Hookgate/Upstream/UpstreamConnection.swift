@@ -2,35 +2,39 @@ import CLibevent
 import COpenSSL
 import Foundation
 
-/// One persistent TLS connection to the upstream: an OpenSSL bufferevent and the call it
-/// carries. Used on the loop thread only.
+/// One persistent TLS connection to the upstream and the call it carries. Loop thread only.
 ///
-/// The TCP connect is made here (a non-blocking socket and a one-shot write event), and the
-/// OpenSSL bufferevent is created on the connected socket: a refused or unreachable address
-/// is then reported with the socket's own error, apart from a failed TLS handshake.
+/// The socket I/O is done here, on two libevent events, rather than by a `bufferevent_openssl`:
+/// one persistent read event for the connection's whole life (an idle connection that the
+/// server closes, or that receives bytes nobody asked for, is retired at once), and a one-shot
+/// write event armed only while the TCP connect or the TLS handshake waits, or when the socket
+/// buffer is full. A call is written with one `SSL_write` straight away, and an answer is read
+/// with OpenSSL's read-ahead (one `read` for a whole answer instead of two per TLS record),
+/// reading until OpenSSL holds nothing more; so a call costs no `epoll_ctl` and about two
+/// system calls (bench/README.md, "The loop's system calls").
 ///
-/// Ownership: the pool holds the connection strongly until `closed`. Before the TLS
-/// bufferevent exists the connection owns the socket, the `SSL` and the connect event; from
-/// then on the bufferevent owns the socket and the `SSL` (BEV_OPT_CLOSE_ON_FREE), and the
-/// `SSL` holds its own reference to the `SSL_CTX`. Everything is freed in `close`, or `deinit`
-/// at the latest. libevent callbacks get an unretained pointer to the connection, valid
-/// because the bufferevent and the connect event (and with them every callback) are freed first.
+/// Ownership: the pool holds the connection strongly until `closed`. The connection owns the
+/// socket, the `SSL` (whose socket BIO does not close the socket) and both events, and frees
+/// them in `close`, or `deinit` at the latest; the `SSL` holds its own reference to the
+/// `SSL_CTX`. libevent callbacks get an unretained pointer to the connection, valid because
+/// the events are freed before it goes away.
 final class UpstreamConnection {
-    private enum State { case connecting, busy, idle, closed }
+    private enum State { case connecting, handshaking, busy, idle, closed }
 
     private unowned let pool: UpstreamPool
-    private var bev: OpaquePointer?
-    /// Ours until handed to the bufferevent.
     private var ssl: OpaquePointer?
     private var fd: Int32 = -1
-    private var connectEvent: OpaquePointer?
+    private var readEvent: OpaquePointer?
+    private var writeEvent: OpaquePointer?
+    private var writeArmed = false
     private var address: SocketAddress?
     private var state: State = .connecting
     private var completion: UpstreamCompletion?
     private var pendingCall: UpstreamCall?
+    /// The part of a call `SSL_write` has not taken yet (retried as the socket drains).
+    private var unsent: ArraySlice<UInt8> = []
     private var parser: ResponseParser
     private var timer: LoopTimer?
-    private var scratch = [UInt8](repeating: 0, count: 16 * 1024)
 
     /// Takes ownership of `ssl`.
     init(pool: UpstreamPool, ssl: OpaquePointer) {
@@ -43,24 +47,29 @@ final class UpstreamConnection {
 
     /// Frees whatever C objects are still held (safe to call twice).
     private func release() {
-        if let connectEvent {
-            self.connectEvent = nil
-            event_free(connectEvent)
+        if let readEvent {
+            self.readEvent = nil
+            event_free(readEvent)
         }
-        if let bev {
-            self.bev = nil
-            bufferevent_free(bev)  // closes the socket, frees the SSL
-        } else {
-            if fd >= 0 { Foundation.close(fd) }
-            if let ssl { SSL_free(ssl) }
+        if let writeEvent {
+            self.writeEvent = nil
+            event_free(writeEvent)
         }
-        fd = -1
-        ssl = nil
+        if let ssl {
+            self.ssl = nil
+            SSL_free(ssl)  // frees the socket BIO, which leaves the socket open (BIO_NOCLOSE)
+        }
+        if fd >= 0 {
+            Foundation.close(fd)
+            fd = -1
+        }
     }
 
     private static func from(_ arg: UnsafeMutableRawPointer?) -> UpstreamConnection {
         Unmanaged<UpstreamConnection>.fromOpaque(arg!).takeUnretainedValue()
     }
+
+    // MARK: - Connecting
 
     func connect(to address: SocketAddress, call: UpstreamCall, completion: @escaping UpstreamCompletion) {
         self.completion = completion
@@ -77,31 +86,31 @@ final class UpstreamConnection {
             return
         }
         TCPOptions.setNoDelay(fd)
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        readEvent = event_new(pool.loop.base, fd, Int16(EV_READ | EV_PERSIST), { _, _, arg in
+            let c = UpstreamConnection.from(arg)
+            withExtendedLifetime(c) { c.readable() }
+        }, me)
+        writeEvent = event_new(pool.loop.base, fd, Int16(EV_WRITE), { _, _, arg in
+            let c = UpstreamConnection.from(arg)
+            withExtendedLifetime(c) { c.writable() }
+        }, me)
+        guard readEvent != nil, writeEvent != nil else {
+            fail(.connect("cannot create the connection's events"))
+            return
+        }
         let rc = address.withSockAddr { sa, len in Glibc.connect(fd, sa, socklen_t(len)) }
         if rc == 0 {
             startTLS()
-            return
-        }
-        guard errno == EINPROGRESS else {
+        } else if errno == EINPROGRESS {
+            armWrite()
+        } else {
             fail(.connect("\(address): \(String(cString: strerror(errno)))"))
-            return
-        }
-        connectEvent = event_new(pool.loop.base, fd, Int16(EV_WRITE), { _, _, arg in
-            let c = UpstreamConnection.from(arg)
-            withExtendedLifetime(c) { c.tcpConnected() }
-        }, Unmanaged.passUnretained(self).toOpaque())
-        guard let connectEvent, event_add(connectEvent, nil) == 0 else {
-            fail(.connect("cannot watch the connecting socket"))
-            return
         }
     }
 
-    /// The socket became writable: the TCP connect finished, or failed with `SO_ERROR`.
+    /// The TCP connect finished (the socket became writable), or failed with `SO_ERROR`.
     private func tcpConnected() {
-        if let connectEvent {
-            self.connectEvent = nil
-            event_free(connectEvent)
-        }
         var error: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
         if getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0 { error = errno }
@@ -112,29 +121,51 @@ final class UpstreamConnection {
         startTLS()
     }
 
-    /// Hands the connected socket and the `SSL` to an OpenSSL bufferevent: the handshake.
     private func startTLS() {
-        guard let ssl else { return }
-        let options = Int32(BEV_OPT_CLOSE_ON_FREE.rawValue | BEV_OPT_DEFER_CALLBACKS.rawValue)
-        guard let bev = bufferevent_openssl_socket_new(pool.loop.base, fd, ssl, BUFFEREVENT_SSL_CONNECTING, options) else {
-            fail(.connect("cannot create a TLS connection"))
+        guard let ssl, let readEvent else { return }
+        guard SSL_set_fd(ssl, fd) == 1 else {
+            fail(.tls("cannot attach the socket: \(TLSError.drainQueue())"))
             return
         }
-        // The bufferevent owns both from here on.
-        self.bev = bev
-        self.ssl = nil
-        fd = -1
-        // Servers often close without close_notify; a body delimited by that close is fine.
-        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1)
-        bufferevent_setcb(bev, { _, arg in
-            let c = UpstreamConnection.from(arg)
-            withExtendedLifetime(c) { c.readable() }
-        }, nil, { _, what, arg in
-            let c = UpstreamConnection.from(arg)
-            withExtendedLifetime(c) { c.event(what) }
-        }, Unmanaged.passUnretained(self).toOpaque())
-        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        SSL_set_read_ahead(ssl, 1)
+        _ = SSL_ctrl(ssl, SSL_CTRL_MODE, Int(SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER), nil)
+        state = .handshaking
+        event_add(readEvent, nil)
+        handshake()
     }
+
+    private func handshake() {
+        guard let ssl else { return }
+        ERR_clear_error()
+        let r = SSL_connect(ssl)
+        if r == 1 {
+            guard let call = pendingCall else { return }
+            pendingCall = nil
+            timer?.cancel()
+            send(call)
+            return
+        }
+        switch SSL_get_error(ssl, r) {
+        case SSL_ERROR_WANT_READ:
+            break  // the read event is always armed
+        case SSL_ERROR_WANT_WRITE:
+            armWrite()
+        default:
+            fail(handshakeFailure())
+        }
+    }
+
+    /// Why the TLS handshake failed (the TCP connect had succeeded).
+    private func handshakeFailure() -> UpstreamFailure {
+        if let ssl, let why = TLSClientContext.verifyFailure(ssl) { return .tls(why) }
+        let code = ERR_peek_error()
+        if code != 0 { return .tls("handshake failed: \(TLSError.drainQueue())") }
+        let err = errno
+        return .tls(err != 0 && err != EAGAIN ? "handshake failed: \(String(cString: strerror(err)))"
+                                              : "connection closed during the TLS handshake")
+    }
+
+    // MARK: - Calls
 
     /// Sends `call` on this (connected) connection.
     func start(_ call: UpstreamCall, completion: @escaping UpstreamCompletion) {
@@ -143,39 +174,90 @@ final class UpstreamConnection {
     }
 
     private func send(_ call: UpstreamCall) {
-        guard let bev else { return }
         state = .busy
         parser = ResponseParser(maxBodyBytes: pool.options.maxResponseBytes)
         let timeout = pool.options.timeoutMs
         timer = pool.loop.timer(after: timeout) { [unowned self] in
             self.fail(.timeout(timeout))
         }
-        let rc = call.head.withUnsafeBytes { bufferevent_write(bev, $0.baseAddress, $0.count) }
-        guard rc == 0 else {
-            fail(.closed("write failed"))
+        unsent = call.head[...]
+        flush()
+    }
+
+    /// Writes what is left of the call; arms the write event if the socket cannot take it all.
+    private func flush() {
+        guard let ssl else { return }
+        while !unsent.isEmpty {
+            ERR_clear_error()
+            let n = unsent.withUnsafeBytes { SSL_write(ssl, $0.baseAddress, Int32($0.count)) }
+            if n > 0 {
+                unsent = unsent.dropFirst(Int(n))
+                continue
+            }
+            switch SSL_get_error(ssl, n) {
+            case SSL_ERROR_WANT_WRITE:
+                armWrite()
+            case SSL_ERROR_WANT_READ:
+                break  // retried from the read event
+            default:
+                fail(.closed("write failed: \(sslError(n))"))
+            }
             return
         }
-        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        if unsent.isEmpty { unsent = [] }
     }
 
     func becomeIdle() {
         state = .idle
         completion = nil
-        // Watch an idle connection: data or a close from the server retires it.
-        if let bev { bufferevent_enable(bev, Int16(EV_READ)) }
         let idleTimeout = pool.options.idleTimeoutMs
         timer = pool.loop.timer(after: idleTimeout) { [unowned self] in self.close() }
     }
 
-    private func readable() {
-        guard let bev, let input = bufferevent_get_input(bev) else { return }
+    private func armWrite() {
+        guard !writeArmed, let writeEvent else { return }
+        writeArmed = event_add(writeEvent, nil) == 0
+    }
+
+    private func writable() {
+        writeArmed = false
         switch state {
+        case .connecting: tcpConnected()
+        case .handshaking: handshake()
+        case .busy: flush()
+        case .idle, .closed: break
+        }
+    }
+
+    private func readable() {
+        switch state {
+        case .connecting:
+            break
+        case .handshaking:
+            handshake()
         case .busy:
-            while evbuffer_get_length(input) > 0 {
-                let n = scratch.withUnsafeMutableBytes { evbuffer_remove(input, $0.baseAddress, $0.count) }
-                guard n > 0 else { break }
+            if !unsent.isEmpty { flush() }  // a write that waited for a read
+            guard state == .busy else { return }
+            readAnswer()
+        case .idle:
+            // A close, or bytes nobody asked for: the connection can no longer be trusted.
+            close()
+        case .closed:
+            break
+        }
+    }
+
+    /// Reads while OpenSSL holds data (read-ahead may bring several records in one `read`);
+    /// when it holds none, the next read waits for the socket, which epoll reports.
+    private func readAnswer() {
+        guard let ssl else { return }
+        let scratch = pool.scratch
+        while true {
+            ERR_clear_error()
+            let n = SSL_read(ssl, scratch.base, Int32(scratch.count))
+            if n > 0 {
                 do {
-                    if case .complete(let response) = try parser.feed(scratch[0..<Int(n)]) {
+                    if case .complete(let response) = try parser.feed(UnsafeBufferPointer(start: scratch.base, count: Int(n))) {
                         finish(response)
                         return
                     }
@@ -183,70 +265,39 @@ final class UpstreamConnection {
                     fail(.invalid(error.description))
                     return
                 }
+                if SSL_pending(ssl) == 0 && SSL_has_pending(ssl) == 0 { return }
+                continue
             }
-        case .idle, .connecting:
-            // Bytes nobody asked for: the connection can no longer be trusted.
-            close()
-        case .closed:
-            break
-        }
-    }
-
-    private func event(_ what: Int16) {
-        let flags = Int32(what)
-        if flags & Int32(BEV_EVENT_CONNECTED) != 0 {
-            guard state == .connecting, let call = pendingCall else { return }
-            pendingCall = nil
-            timer?.cancel()
-            send(call)
-            return
-        }
-        guard flags & Int32(BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT) != 0 else { return }
-        switch state {
-        case .connecting:
-            fail(connectFailure(flags))
-        case .busy:
-            if flags & Int32(BEV_EVENT_EOF) != 0 {
-                // Read what is left, then let the parser judge a close-delimited body.
-                readable()
-                guard state == .busy else { return }
+            let error = SSL_get_error(ssl, n)
+            // The server closed, with close_notify or without (a dirty shutdown is common).
+            let closedByPeer = error == SSL_ERROR_ZERO_RETURN
+                || (error == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && (n == 0 || errno == 0))
+            switch error {
+            case SSL_ERROR_WANT_READ:
+                return
+            case SSL_ERROR_WANT_WRITE:
+                armWrite()
+                return
+            case _ where closedByPeer:
+                // A close-delimited body ends here; anything else is cut short.
                 do {
                     finish(try parser.finish())
                 } catch {
                     fail(.closed(error.description))
                 }
-            } else {
-                fail(.closed(sslOrSocketError() ?? "connection reset"))
+                return
+            default:
+                fail(.closed(sslError(n)))
+                return
             }
-        case .idle:
-            close()
-        case .closed:
-            break
         }
     }
 
-    /// Why the TLS handshake failed (the TCP connect had succeeded).
-    private func connectFailure(_ flags: Int32) -> UpstreamFailure {
-        if let bev, let ssl = bufferevent_openssl_get_ssl(bev), let why = TLSClientContext.verifyFailure(ssl) {
-            return .tls(why)
-        }
-        if let why = sslOrSocketError() { return .tls("handshake failed: \(why)") }
-        return .tls(flags & Int32(BEV_EVENT_EOF) != 0 ? "connection closed during the TLS handshake" : "TLS handshake failed")
-    }
-
-    /// OpenSSL's error for this bufferevent if it has a real one. libevent also stores
-    /// `SSL_get_error` codes there (library 0, e.g. 5 = SSL_ERROR_SYSCALL), which say nothing
-    /// to a reader: those are skipped.
-    private func sslOrSocketError() -> String? {
-        guard let bev else { return nil }
-        while true {
-            let sslError = bufferevent_get_openssl_error(bev)
-            if sslError == 0 { return nil }
-            if sslError < (1 << 23) { continue }  // ERR_GET_LIB == 0: a stashed SSL_ERROR_* code
-            var buf = [CChar](repeating: 0, count: 256)
-            ERR_error_string_n(sslError, &buf, buf.count)
-            return String(decoding: buf.prefix { $0 != 0 }.map(UInt8.init(bitPattern:)), as: UTF8.self)
-        }
+    /// OpenSSL's error queue, or the socket's errno, in words.
+    private func sslError(_ result: Int32) -> String {
+        if ERR_peek_error() != 0 { return TLSError.drainQueue() }
+        let err = errno
+        return err != 0 ? String(cString: strerror(err)) : "connection reset"
     }
 
     private func finish(_ response: UpstreamResponse) {
@@ -254,7 +305,6 @@ final class UpstreamConnection {
         let done = completion
         completion = nil
         if response.keepAlive {
-            if let bev { bufferevent_disable(bev, Int16(EV_WRITE)) }
             pool.release(self)
         } else {
             close()
@@ -270,7 +320,7 @@ final class UpstreamConnection {
         done?(.failure(failure))
     }
 
-    /// Frees the bufferevent or the connecting socket (no more callbacks), then tells the pool.
+    /// Frees the events, the `SSL` and the socket (no more callbacks), then tells the pool.
     func close() {
         guard state != .closed else { return }
         state = .closed

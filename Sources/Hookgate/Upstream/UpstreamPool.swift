@@ -127,6 +127,8 @@ final class UpstreamPool {
     private var queueHead = 0
 
     private(set) var connectionsOpened = 0
+    /// Where connections decrypt answers into before parsing (one per pool: loop thread only).
+    let scratch = ScratchBuffer(count: 16 * 1024)
 
     init(loop: EventLoop, tls: TLSClientContext, options: UpstreamOptions) {
         self.loop = loop
@@ -343,3 +345,16 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
 }
 
 struct ResolveError: Error, Sendable { let message: String }
+
+/// A fixed block of bytes, reused (loop thread only). Owns its allocation, freed in deinit.
+final class ScratchBuffer {
+    let base: UnsafeMutablePointer<UInt8>
+    let count: Int
+
+    init(count: Int) {
+        self.count = count
+        base = .allocate(capacity: count)
+    }
+
+    deinit { base.deallocate() }
+}

@@ -247,7 +247,9 @@ final class LockedBox<T>: @unchecked Sendable {
             try rig.gw.child.wait("/readyz to recover", seconds: 5) { ready().0 == 200 }
             #expect(Date().timeIntervalSince(up) < 3)
             #expect(rig.sim.requests.isEmpty, "no call was made: the probe alone followed the file")
-            #expect(rig.gw.child.stderrLines.contains { $0.contains("audit log writable again") })
+            try rig.gw.child.wait("the recovery log line", seconds: 3) {
+                rig.gw.child.stderrLines.contains { $0.contains("audit log writable again") }
+            }
         }
     }
 }

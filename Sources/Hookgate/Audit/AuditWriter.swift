@@ -55,6 +55,8 @@ final class AuditWriter: @unchecked Sendable {
     private var insertRequest: SQLiteStatement?
     private var insertResponse: SQLiteStatement?
     private let hasher = SHA256Context()
+    /// The bytes each record's hash is taken over (reused).
+    private var hashInput: [UInt8] = []
     private var beginStatement: SQLiteStatement?
     private var commitStatement: SQLiteStatement?
 
@@ -270,21 +272,28 @@ final class AuditWriter: @unchecked Sendable {
             try beginStatement.run([])
             var seq = headSeq, hash = headHash
             do throws(AuditError) {
+                var values: [SQLValue] = []
+                values.reserveCapacity(24)
                 for item in items {
                     seq += 1
-                    let table: String, values: [SQLValue], statement: SQLiteStatement
+                    let table: String, statement: SQLiteStatement
+                    // seq, the record's columns, prev_hash: hashed; then the hash itself.
+                    values.removeAll(keepingCapacity: true)
+                    values.append(.int(seq))
                     switch item {
                     case .request(let record):
                         table = "audit_requests"
-                        values = [.int(seq)] + record.values + [.text(hash)]
+                        values.append(contentsOf: record.values)
                         statement = insertRequest
                     case .response(let record):
                         table = "audit_responses"
-                        values = [.int(seq)] + record.values(maxBodyBytes: maxBodyBytes) + [.text(hash)]
+                        values.append(contentsOf: record.values(maxBodyBytes: maxBodyBytes))
                         statement = insertResponse
                     }
-                    hash = AuditChain.hash(table: table, values: values, context: hasher)
-                    try statement.run(values + [.text(hash)])
+                    values.append(.text(hash))
+                    hash = AuditChain.hash(table: table, values: values, context: hasher, buffer: &hashInput)
+                    values.append(.text(hash))
+                    try statement.run(values)
                 }
                 try commitStatement.run([])
             } catch {

@@ -9,6 +9,12 @@ enum AuditChain {
 
     static func hash(table: String, values: [SQLValue], context: SHA256Context? = nil) -> String {
         var bytes = [UInt8]()
+        return hash(table: table, values: values, context: context, buffer: &bytes)
+    }
+
+    /// The same, building the hashed bytes in `buffer` (emptied first; a writer reuses one).
+    static func hash(table: String, values: [SQLValue], context: SHA256Context?, buffer bytes: inout [UInt8]) -> String {
+        bytes.removeAll(keepingCapacity: true)
         bytes.reserveCapacity(1024)
         bytes.append(contentsOf: domain)
         appendField(.text(table), to: &bytes)

@@ -13,21 +13,23 @@ public enum Credentials: Sendable, Equatable {
     /// one or more spaces, and one RFC 6750 token68 (`[A-Za-z0-9-._~+/]+=*`); white space
     /// around the whole value is ignored. Everything else is `.malformed`.
     public static func parse(_ values: [String]) -> Credentials {
-        guard let raw = values.first else { return .absent }
+        guard var raw = values.first else { return .absent }
         guard values.count == 1 else { return .malformed }
-        let value = trimmingOWS(Array(raw.utf8))
-        guard let space = value.firstIndex(of: UInt8(ascii: " ")) else { return .malformed }
-        let scheme = value[..<space]
-        guard scheme.count == 6, String(decoding: scheme, as: UTF8.self).lowercased() == "bearer" else {
-            return .malformed
+        return raw.withUTF8 { bytes -> Credentials in
+            let value = trimmingOWS(bytes)
+            guard let space = value.firstIndex(of: UInt8(ascii: " ")) else { return .malformed }
+            let scheme = value[..<space]
+            guard scheme.count == 6, zip(scheme, "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 }) else {
+                return .malformed
+            }
+            let token = value[space...].drop(while: { $0 == UInt8(ascii: " ") })
+            guard isToken68(token) else { return .malformed }
+            return .bearer(String(decoding: token, as: UTF8.self))
         }
-        let token = value[space...].drop(while: { $0 == UInt8(ascii: " ") })
-        guard isToken68(token) else { return .malformed }
-        return .bearer(String(decoding: token, as: UTF8.self))
     }
 
     /// Without leading and trailing spaces and horizontal tabs (HTTP's OWS).
-    private static func trimmingOWS(_ bytes: [UInt8]) -> ArraySlice<UInt8> {
+    private static func trimmingOWS(_ bytes: UnsafeBufferPointer<UInt8>) -> Slice<UnsafeBufferPointer<UInt8>> {
         let isOWS = { (c: UInt8) in c == UInt8(ascii: " ") || c == UInt8(ascii: "\t") }
         var lower = bytes.startIndex
         var upper = bytes.endIndex

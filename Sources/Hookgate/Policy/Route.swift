@@ -13,29 +13,41 @@ public enum Route {
     /// Matches `method` and the raw request-target of an HTTP request line.
     /// Returns the canonical target, or the refusal the contract prescribes.
     public static func match(method: String, target: String) -> Result<RedeliverTarget, Refusal> {
-        // Byte-wise: this runs for every request, and String/Substring comparisons are slow.
-        let bytes = Array(target.utf8)
+        // Byte-wise, in place: this runs for every request, and String/Substring comparisons are slow.
+        var target = target
+        return target.withUTF8 { bytes in match(method: method, bytes: bytes) }
+    }
+
+    private static func match(method: String, bytes: UnsafeBufferPointer<UInt8>) -> Result<RedeliverTarget, Refusal> {
         let pathEnd = bytes.firstIndex(of: UInt8(ascii: "?")) ?? bytes.count
         let hasQuery = pathEnd < bytes.count
-        // Origin-form only: "/hooks/{h}/requests/{r}/redeliver" -> 6 pieces, the first empty.
-        var cuts: [Int] = []  // positions of the '/' separators
-        cuts.reserveCapacity(6)
+        // Origin-form only: "/hooks/{h}/requests/{r}/redeliver" -> 6 pieces, the first empty;
+        // cut at the five '/' separators.
+        var cuts = (0, 0, 0, 0, 0)
+        var found = 0
         for i in 0..<pathEnd where bytes[i] == UInt8(ascii: "/") {
-            cuts.append(i)
-            if cuts.count > 5 { return .failure(notFound(method)) }
+            switch found {
+            case 0: cuts.0 = i
+            case 1: cuts.1 = i
+            case 2: cuts.2 = i
+            case 3: cuts.3 = i
+            case 4: cuts.4 = i
+            default: return .failure(notFound(method))
+            }
+            found += 1
         }
-        guard cuts.count == 5, cuts[0] == 0 else { return .failure(notFound(method)) }
-        func piece(_ n: Int) -> ArraySlice<UInt8> {
-            bytes[(cuts[n - 1] + 1)..<(n < 5 ? cuts[n] : pathEnd)]
-        }
-        guard piece(1).elementsEqual("hooks".utf8), piece(3).elementsEqual("requests".utf8),
-              piece(5).elementsEqual("redeliver".utf8), !piece(2).isEmpty, !piece(4).isEmpty
+        guard found == 5, cuts.0 == 0 else { return .failure(notFound(method)) }
+        let hooks = bytes[(cuts.0 + 1)..<cuts.1], hookID = bytes[(cuts.1 + 1)..<cuts.2]
+        let requests = bytes[(cuts.2 + 1)..<cuts.3], requestID = bytes[(cuts.3 + 1)..<cuts.4]
+        let redeliver = bytes[(cuts.4 + 1)..<pathEnd]
+        guard hooks.elementsEqual("hooks".utf8), requests.elementsEqual("requests".utf8),
+              redeliver.elementsEqual("redeliver".utf8), !hookID.isEmpty, !requestID.isEmpty
         else { return .failure(notFound(method)) }
         guard method == "POST" else { return .failure(.methodNotAllowed(method)) }
-        guard let hook = UUIDText.canonical(bytes: piece(2)) else {
+        guard let hook = UUIDText.canonical(bytes: hookID) else {
             return .failure(.badRequest("hook_id must be a UUID (8-4-4-4-12 hex)"))
         }
-        guard let request = UUIDText.canonical(bytes: piece(4)) else {
+        guard let request = UUIDText.canonical(bytes: requestID) else {
             return .failure(.badRequest("request_id must be a UUID (8-4-4-4-12 hex)"))
         }
         guard !hasQuery else {

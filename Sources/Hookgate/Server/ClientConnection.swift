@@ -130,14 +130,17 @@ final class ClientConnection {
         let length = evbuffer_get_length(input)
         guard length > 0 else { return }
         if machine.wantsInput {
-            var vecs = [iovec](repeating: iovec(), count: 8)  // evbuffer_iovec is struct iovec
-            let n = Int(evbuffer_peek(input, length, nil, &vecs, Int32(vecs.count)))
-            var taken = 0
-            for v in vecs.prefix(min(n, vecs.count)) {
-                guard let base = v.iov_base else { continue }
-                let count = min(v.iov_len, length - taken)
-                machine.received(UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt8.self), count: count))
-                taken += count
+            // evbuffer_iovec is struct iovec; a few on the stack cover what one read brings.
+            let taken = withUnsafeTemporaryAllocation(of: iovec.self, capacity: 8) { vecs -> Int in
+                let n = Int(evbuffer_peek(input, length, nil, vecs.baseAddress, 8))
+                var taken = 0
+                for v in vecs.prefix(min(n, 8)) {
+                    guard let base = v.iov_base else { continue }
+                    let count = min(v.iov_len, length - taken)
+                    machine.received(UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt8.self), count: count))
+                    taken += count
+                }
+                return taken
             }
             evbuffer_drain(input, taken)
         } else if machine.phase == .lingering {

@@ -21,8 +21,18 @@ public enum SHA256 {
         return out
     }
 
-    /// Lower-case hex SHA-256 of the UTF-8 bytes of `text`.
-    public static func hex(_ text: String) -> String { Hex.encode(digest(Array(text.utf8))) }
+    /// Lower-case hex SHA-256 of the UTF-8 bytes of `text` (on the stack but for the result).
+    public static func hex(_ text: String) -> String {
+        var text = text
+        return text.withUTF8 { input in
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { out in
+                var outLength: UInt32 = 0
+                let ok = EVP_Digest(input.baseAddress, input.count, out.baseAddress, &outLength, md, nil)
+                precondition(ok == 1 && outLength == 32, "EVP_Digest(SHA-256) failed")
+                return Hex.encode(UnsafeBufferPointer(out))
+            }
+        }
+    }
     public static func hex<Bytes: Sequence>(bytes: Bytes) -> String where Bytes.Element == UInt8 { Hex.encode(digest(bytes)) }
 }
 
@@ -39,30 +49,32 @@ final class SHA256Context {
     deinit { EVP_MD_CTX_free(ctx) }
 
     func hex(_ bytes: [UInt8]) -> String {
-        var out = [UInt8](repeating: 0, count: 32)
-        var length: UInt32 = 0
-        let ok = bytes.withUnsafeBytes { input in
-            out.withUnsafeMutableBufferPointer { output in
-                EVP_DigestInit_ex2(ctx, SHA256.md, nil) == 1
+        bytes.withUnsafeBytes { input in
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { output in
+                var length: UInt32 = 0
+                let ok = EVP_DigestInit_ex2(ctx, SHA256.md, nil) == 1
                     && EVP_DigestUpdate(ctx, input.baseAddress, input.count) == 1
                     && EVP_DigestFinal_ex(ctx, output.baseAddress, &length) == 1
+                precondition(ok && length == 32, "SHA-256 failed")
+                return Hex.encode(UnsafeBufferPointer(output))
             }
         }
-        precondition(ok && length == 32, "SHA-256 failed")
-        return Hex.encode(out)
     }
 }
 
 public enum Hex {
     private static let digits = Array("0123456789abcdef".utf8)
-    public static func encode<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
-        var out = [UInt8]()
-        out.reserveCapacity(64)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0x0f)])
+    public static func encode<Bytes: Collection>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
+        // Written straight into the string's storage (one allocation).
+        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            var o = 0
+            for b in bytes {
+                out[o] = digits[Int(b >> 4)]
+                out[o + 1] = digits[Int(b & 0x0f)]
+                o += 2
+            }
+            return o
         }
-        return String(decoding: out, as: UTF8.self)
     }
 }
 

@@ -15,14 +15,10 @@ public enum RequestID {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         let ms = UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
-        var bytes = [UInt8](repeating: 0, count: 16)
-        for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: ms >> (8 * (5 - UInt64(i)))) }
-        var a = a, b = b
-        for i in 6..<8 { bytes[i] = UInt8(truncatingIfNeeded: a); a >>= 8 }
-        for i in 8..<16 { bytes[i] = UInt8(truncatingIfNeeded: b); b >>= 8 }
-        bytes[6] = (bytes[6] & 0x0f) | 0x70  // version 7
-        bytes[8] = (bytes[8] & 0x3f) | 0x80  // RFC 9562 variant
-        return UUIDText.format(bytes)
+        // 48 bits of time, version 7, 12 random bits, the variant, 62 random bits.
+        let high = ms << 16 | 0x7000 | (a & 0x0fff)
+        let low = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000
+        return UUIDText.format(high: high, low: low)
     }
 }
 
@@ -52,14 +48,31 @@ public enum UUIDText {
     private static let hex = Array("0123456789abcdef".utf8)
 
     static func format(_ bytes: [UInt8]) -> String {
-        var out = [UInt8]()
-        out.reserveCapacity(36)
-        for (i, b) in bytes.enumerated() {
-            if i == 4 || i == 6 || i == 8 || i == 10 { out.append(UInt8(ascii: "-")) }
-            out.append(hex[Int(b >> 4)])
-            out.append(hex[Int(b & 0x0f)])
+        precondition(bytes.count == 16)
+        var high: UInt64 = 0, low: UInt64 = 0
+        for i in 0..<8 {
+            high = high << 8 | UInt64(bytes[i])
+            low = low << 8 | UInt64(bytes[8 + i])
         }
-        return String(decoding: out, as: UTF8.self)
+        return format(high: high, low: low)
+    }
+
+    /// The 128 bits as text, written straight into the string's storage (one allocation).
+    static func format(high: UInt64, low: UInt64) -> String {
+        String(unsafeUninitializedCapacity: 36) { out in
+            var o = 0
+            for nibble in 0..<32 {
+                if nibble == 8 || nibble == 12 || nibble == 16 || nibble == 20 {
+                    out[o] = UInt8(ascii: "-")
+                    o += 1
+                }
+                let word = nibble < 16 ? high : low
+                let shift = UInt64(60 - 4 * (nibble % 16))
+                out[o] = hex[Int((word >> shift) & 0xf)]
+                o += 1
+            }
+            return 36
+        }
     }
 
     /// The canonical (lower-case) form of `text` if it is an 8-4-4-4-12 hex UUID, else nil.
@@ -69,20 +82,23 @@ public enum UUIDText {
 
     static func canonical<Bytes: Collection>(bytes utf8: Bytes) -> String? where Bytes.Element == UInt8 {
         guard utf8.count == 36 else { return nil }
-        var out = [UInt8]()
-        out.reserveCapacity(36)
-        for (i, c) in utf8.enumerated() {
-            if i == 8 || i == 13 || i == 18 || i == 23 {
-                guard c == UInt8(ascii: "-") else { return nil }
-                out.append(c)
-                continue
+        var valid = true
+        // Written straight into the string's storage; an invalid id leaves an empty string.
+        let text = String(unsafeUninitializedCapacity: 36) { out in
+            for (i, c) in utf8.enumerated() {
+                if i == 8 || i == 13 || i == 18 || i == 23 {
+                    guard c == UInt8(ascii: "-") else { valid = false; return 0 }
+                    out[i] = c
+                    continue
+                }
+                switch c {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"): out[i] = c
+                case UInt8(ascii: "A")...UInt8(ascii: "F"): out[i] = c + 32
+                default: valid = false; return 0
+                }
             }
-            switch c {
-            case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"): out.append(c)
-            case UInt8(ascii: "A")...UInt8(ascii: "F"): out.append(c + 32)
-            default: return nil
-            }
+            return 36
         }
-        return String(decoding: out, as: UTF8.self)
+        return valid ? text : nil
     }
 }

@@ -2,11 +2,22 @@
 /// route and method -> ids (a query string is a malformed request on this route).
 public struct RedeliverTarget: Sendable, Equatable {
     /// Canonical (lower-case) UUIDs.
-    public var hookID: String
-    public var requestID: String
+    public let hookID: String
+    public let requestID: String
+    /// The path as forwarded and audited: ids in canonical form (made once).
+    public let path: String
 
-    /// The path as forwarded and audited: ids in canonical form.
-    public var path: String { "/hooks/\(hookID)/requests/\(requestID)/redeliver" }
+    public init(hookID: String, requestID: String) {
+        self.hookID = hookID
+        self.requestID = requestID
+        var path = "/hooks/"
+        path.reserveCapacity(7 + hookID.utf8.count + 10 + requestID.utf8.count + 10)
+        path += hookID
+        path += "/requests/"
+        path += requestID
+        path += "/redeliver"
+        self.path = path
+    }
 }
 
 public enum Route {

@@ -198,11 +198,8 @@ final class ClientConnection {
         }
         let now = EventLoop.monotonicNanos()
         let ms = deadline > now ? Int((deadline - now + 999_999) / 1_000_000) : 0
-        if let timer {
-            timer.rearm(milliseconds: ms) { [unowned self] in self.timerFired() }
-        } else {
-            timer = listener.loop.timer(after: ms) { [unowned self] in self.timerFired() }
-        }
+        if timer == nil { timer = listener.loop.timer { [unowned self] in self.timerFired() } }
+        timer?.arm(milliseconds: ms)
     }
 
     // MARK: - Answers

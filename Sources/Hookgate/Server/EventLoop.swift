@@ -73,6 +73,12 @@ public final class EventLoop: @unchecked Sendable {
         return t
     }
 
+    /// A timer that calls `action` each time it fires after being armed (`arm`), for an
+    /// object that re-arms one timer over and over rather than making one per deadline.
+    func timer(repeating action: @escaping () -> Void) -> LoopTimer {
+        LoopTimer(loop: self, action, keepsAction: true)
+    }
+
     /// Monotonic milliseconds (CLOCK_MONOTONIC), for durations and rate limits.
     public static func monotonicNanos() -> UInt64 {
         var ts = timespec()
@@ -93,29 +99,28 @@ private final class WorkBox {
 
 /// Owns one libevent timer event. The event holds an unretained pointer back to the timer;
 /// the timer frees the event in `deinit`, so the callback can never outlive its target.
+/// A one-shot timer forgets its action when it fires or is cancelled; one made with
+/// `keepsAction` runs the same action each time it is armed and fires (no closure per deadline).
 final class LoopTimer {
     private var event: OpaquePointer?
     private var fire: (() -> Void)?
+    private let keepsAction: Bool
 
-    init(loop: EventLoop, _ fire: @escaping () -> Void) {
+    init(loop: EventLoop, _ fire: @escaping () -> Void, keepsAction: Bool = false) {
         self.fire = fire
+        self.keepsAction = keepsAction
         self.event = nil
         self.event = event_new(loop.base, -1, 0, { _, _, arg in
             guard let arg else { return }
             let timer = Unmanaged<LoopTimer>.fromOpaque(arg).takeUnretainedValue()
             let fire = timer.fire
-            timer.fire = nil
+            if !timer.keepsAction { timer.fire = nil }
             fire?()
         }, Unmanaged.passUnretained(self).toOpaque())
         precondition(event != nil, "event_new failed")
     }
 
-    /// Arms the timer again, with a new action (a pending one is replaced).
-    func rearm(milliseconds: Int, _ fire: @escaping () -> Void) {
-        self.fire = fire
-        arm(milliseconds: milliseconds)
-    }
-
+    /// (Re)arms the timer: it fires once, `milliseconds` from now (a pending deadline is replaced).
     func arm(milliseconds: Int) {
         guard let event else { return }
         var tv = timeval(tv_sec: milliseconds / 1000, tv_usec: Int((milliseconds % 1000) * 1000))
@@ -123,7 +128,7 @@ final class LoopTimer {
     }
 
     func cancel() {
-        fire = nil
+        if !keepsAction { fire = nil }
         if let event { event_del(event) }
     }
 

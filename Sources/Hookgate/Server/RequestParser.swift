@@ -491,11 +491,8 @@ public struct RequestParser: Sendable {
                     transferCodings.append(String(decoding: coding, as: UTF8.self).trimmingSpaces.lowercased())
                 }
             case .connection:
-                for token in value.split(separator: UInt8(ascii: ",")) {
-                    let t = String(decoding: token, as: UTF8.self).trimmingSpaces.lowercased()
-                    if t == "close" { keepAlive = false }
-                    if t == "keep-alive" && version == .http10 { keepAlive = true }
-                }
+                if HTTPTokens.list(value, contains: "close") { keepAlive = false }
+                if version == .http10 && HTTPTokens.list(value, contains: "keep-alive") { keepAlive = true }
             case .expect:
                 if version == .http11, ASCII.equalsIgnoringCase(String(decoding: value, as: UTF8.self), "100-continue") {
                     expectsContinue = true

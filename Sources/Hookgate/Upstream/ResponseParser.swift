@@ -253,13 +253,11 @@ public struct ResponseParser: Sendable {
                 if let previous = contentLength, previous != n { throw .malformed("conflicting Content-Length") }
                 contentLength = n
             case .transferEncoding:
-                let codings = value.lowercased().split(separator: ",").map { $0.trimmingCharacters() }
-                guard codings.last == "chunked" else { throw .malformed("unsupported Transfer-Encoding") }
+                guard HTTPTokens.last(valueBytes, is: "chunked") else { throw .malformed("unsupported Transfer-Encoding") }
                 chunked = true
             case .connection:
-                let tokens = value.lowercased().split(separator: ",").map { $0.trimmingCharacters() }
-                if tokens.contains("close") { keepAlive = false }
-                if tokens.contains("keep-alive") && version == "HTTP/1.0" { keepAlive = true }
+                if HTTPTokens.list(valueBytes, contains: "close") { keepAlive = false }
+                if version == "HTTP/1.0" && HTTPTokens.list(valueBytes, contains: "keep-alive") { keepAlive = true }
             case nil:
                 break
             }
@@ -315,4 +313,44 @@ extension StringProtocol {
         return String(s[s.startIndex..<end])
     }
     func trimmingCharacters() -> String { trimmingSpaces }
+}
+
+/// Comma-separated token lists in field values (RFC 9110 §5.6.1), matched case-insensitively
+/// on bytes, without making strings.
+enum HTTPTokens {
+    /// Whether the list holds `token` (lower-case ASCII).
+    static func list<Bytes: Collection>(_ value: Bytes, contains token: StaticString) -> Bool where Bytes.Element == UInt8 {
+        var found = false
+        forEach(value) { if equals($0, token) { found = true } }
+        return found
+    }
+
+    /// Whether the list's last element is `token` (lower-case ASCII).
+    static func last<Bytes: Collection>(_ value: Bytes, is token: StaticString) -> Bool where Bytes.Element == UInt8 {
+        var last: Bytes.SubSequence?
+        forEach(value) { last = $0 }
+        return last.map { equals($0, token) } ?? false
+    }
+
+    private static func forEach<Bytes: Collection>(_ value: Bytes, _ body: (Bytes.SubSequence) -> Void) where Bytes.Element == UInt8 {
+        var start = value.startIndex
+        while true {
+            let end = value[start...].firstIndex(of: UInt8(ascii: ",")) ?? value.endIndex
+            var lo = start, hi = end
+            while lo < hi, value[lo] == 0x20 || value[lo] == 0x09 { lo = value.index(after: lo) }
+            while hi > lo {
+                let before = value.index(hi, offsetBy: -1)
+                guard value[before] == 0x20 || value[before] == 0x09 else { break }
+                hi = before
+            }
+            if lo < hi { body(value[lo..<hi]) }
+            guard end < value.endIndex else { return }
+            start = value.index(after: end)
+        }
+    }
+
+    private static func equals<Bytes: Collection>(_ bytes: Bytes, _ token: StaticString) -> Bool where Bytes.Element == UInt8 {
+        let lit = UnsafeBufferPointer(start: token.utf8Start, count: token.utf8CodeUnitCount)
+        return bytes.count == lit.count && zip(bytes, lit).allSatisfy { $0 | 0x20 == $1 || $0 == $1 }
+    }
 }

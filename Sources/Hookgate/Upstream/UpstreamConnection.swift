@@ -34,7 +34,8 @@ final class UpstreamConnection {
     /// The part of a call `SSL_write` has not taken yet (retried as the socket drains).
     private var unsent: ArraySlice<UInt8> = []
     private var parser: ResponseParser
-    private var timer: LoopTimer?
+    /// The connection's one timer (connect, answer or idle deadline, by `state`), made once.
+    private lazy var timer: LoopTimer = pool.loop.timer { [unowned self] in self.deadlinePassed() }
 
     /// Takes ownership of `ssl`.
     init(pool: UpstreamPool, ssl: OpaquePointer) {
@@ -76,9 +77,7 @@ final class UpstreamConnection {
         self.pendingCall = call
         self.address = address
         let connectTimeout = pool.options.connectTimeoutMs
-        timer = pool.loop.timer(after: connectTimeout) { [unowned self] in
-            self.fail(.connectTimeout(connectTimeout))
-        }
+        timer.arm(milliseconds: connectTimeout)
         let family = address.withSockAddr { sa, _ in Int32(sa.pointee.sa_family) }
         fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else {
@@ -141,7 +140,7 @@ final class UpstreamConnection {
         if r == 1 {
             guard let call = pendingCall else { return }
             pendingCall = nil
-            timer?.cancel()
+            timer.cancel()
             send(call)
             return
         }
@@ -176,10 +175,7 @@ final class UpstreamConnection {
     private func send(_ call: UpstreamCall) {
         state = .busy
         parser = ResponseParser(maxBodyBytes: pool.options.maxResponseBytes)
-        let timeout = pool.options.timeoutMs
-        timer = pool.loop.timer(after: timeout) { [unowned self] in
-            self.fail(.timeout(timeout))
-        }
+        timer.arm(milliseconds: pool.options.timeoutMs)
         unsent = call.head[...]
         flush()
     }
@@ -210,8 +206,7 @@ final class UpstreamConnection {
     func becomeIdle() {
         state = .idle
         completion = nil
-        let idleTimeout = pool.options.idleTimeoutMs
-        timer = pool.loop.timer(after: idleTimeout) { [unowned self] in self.close() }
+        timer.arm(milliseconds: pool.options.idleTimeoutMs)
     }
 
     private func armWrite() {
@@ -300,8 +295,18 @@ final class UpstreamConnection {
         return err != 0 ? String(cString: strerror(err)) : "connection reset"
     }
 
+    /// The timer fired: what it meant depends on what the connection was doing.
+    private func deadlinePassed() {
+        switch state {
+        case .connecting, .handshaking: fail(.connectTimeout(pool.options.connectTimeoutMs))
+        case .busy: fail(.timeout(pool.options.timeoutMs))
+        case .idle: close()
+        case .closed: break
+        }
+    }
+
     private func finish(_ response: UpstreamResponse) {
-        timer?.cancel()
+        timer.cancel()
         let done = completion
         completion = nil
         if response.keepAlive {
@@ -324,8 +329,7 @@ final class UpstreamConnection {
     func close() {
         guard state != .closed else { return }
         state = .closed
-        timer?.cancel()
-        timer = nil
+        timer.cancel()
         release()
         pool.closed(self)
     }

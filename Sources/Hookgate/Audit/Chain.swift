@@ -41,7 +41,7 @@ enum AuditChain {
         case .text(let s):
             out.append(3)
             appendBigEndian(UInt64(s.utf8.count), to: &out)
-            out.append(contentsOf: s.utf8)
+            out.appendUTF8(s)
         case .blob(let b):
             out.append(4)
             appendBigEndian(UInt64(b.count), to: &out)

@@ -147,7 +147,7 @@ final class SQLiteStatement {
         arena.removeAll(keepingCapacity: true)
         for value in values {
             switch value {
-            case .text(let s): arena.append(contentsOf: s.utf8)
+            case .text(let s): arena.appendUTF8(s)
             case .blob(let b): arena.append(contentsOf: b)
             case .null, .int, .double: break
             }

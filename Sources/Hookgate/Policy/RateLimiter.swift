@@ -105,10 +105,11 @@ public struct RateLimiter: Sendable, Equatable {
     /// one, else the global's, else none). Refused: a 429 naming the limit that ran out (the
     /// team's when both did), whose `Retry-After` is when both limits allow a call again.
     public mutating func admit(team: String, now: UInt64) -> Result<[Refusal.Header], Refusal> {
-        var teamBucket = teams[team]
-        teamBucket?.refill(now: now)
+        // One hash of the team name per call: the bucket is updated in place through its index.
+        let index = teams.index(forKey: team)
+        if let index { teams.values[index].refill(now: now) }
         global?.refill(now: now)
-        if let teamBucket { teams[team] = teamBucket }
+        let teamBucket = index.map { teams.values[$0] }
 
         let teamEmpty = teamBucket.map { !$0.hasToken } ?? false
         let globalEmpty = global.map { !$0.hasToken } ?? false
@@ -122,11 +123,10 @@ public struct RateLimiter: Sendable, Equatable {
                 return .failure(.rateLimited(team: team, scope: .global, bucket: global, retryAfter: retryAfter))
             }
         }
-        teamBucket?.take()
         global?.take()
-        if let teamBucket {
-            teams[team] = teamBucket
-            return .success(teamBucket.headers(policyName: RateLimitScope.team.rawValue))
+        if let index {
+            teams.values[index].take()
+            return .success(teams.values[index].headers(policyName: RateLimitScope.team.rawValue))
         }
         return .success(global?.headers(policyName: RateLimitScope.global.rawValue) ?? [])
     }

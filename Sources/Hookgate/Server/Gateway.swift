@@ -603,15 +603,15 @@ struct RequestLogLine {
     init(timestamp: String) {
         bytes = []
         bytes.reserveCapacity(512)
-        bytes.append(contentsOf: #"{"ts":""#.utf8)
-        bytes.append(contentsOf: timestamp.utf8)
-        bytes.append(contentsOf: #"","level":"info","msg":"request""#.utf8)
+        bytes.appendUTF8(#"{"ts":""#)
+        bytes.appendUTF8(timestamp)
+        bytes.appendUTF8(#"","level":"info","msg":"request""#)
     }
 
     private mutating func key(_ key: StaticString) {
-        bytes.append(contentsOf: #",""#.utf8)
+        bytes.appendUTF8(#",""#)
         bytes.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
-        bytes.append(contentsOf: #"":"#.utf8)
+        bytes.appendUTF8(#"":"#)
     }
 
     /// A string field, cut to `limit` bytes of UTF-8.
@@ -621,10 +621,10 @@ struct RequestLogLine {
         if JSON.needsEscaping(value) {
             var escaped = ""
             JSON.appendString(value, to: &escaped)
-            bytes.append(contentsOf: escaped.utf8)
+            bytes.appendUTF8(escaped)
         } else {
             bytes.append(0x22)
-            bytes.append(contentsOf: value.utf8)
+            bytes.appendUTF8(value)
             bytes.append(0x22)
         }
     }
@@ -632,9 +632,9 @@ struct RequestLogLine {
     mutating func number(_ name: StaticString, _ value: Double) {
         key(name)
         if value == value.rounded() && abs(value) < 1e15 {
-            bytes.append(contentsOf: String(Int64(value)).utf8)
+            bytes.appendUTF8(String(Int64(value)))
         } else {
-            bytes.append(contentsOf: String(value).utf8)
+            bytes.appendUTF8(String(value))
         }
     }
 

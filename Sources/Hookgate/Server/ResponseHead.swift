@@ -24,37 +24,37 @@ struct OutgoingResponse {
         var out: [UInt8] = []
         out.reserveCapacity(160 + headers.count * 48 + (headOnly ? 0 : body.count))
         for (status, fields) in interim where (100...199).contains(status) {
-            out.append(contentsOf: "HTTP/1.1 \(status) \(HTTPStatus.reason(status))\r\n".utf8)
+            out.appendUTF8("HTTP/1.1 \(status) \(HTTPStatus.reason(status))\r\n")
             for (name, value) in fields where ResponseHead.mayPass(name: name, value: value) {
-                out.append(contentsOf: "\(name): \(value)\r\n".utf8)
+                out.appendUTF8("\(name): \(value)\r\n")
             }
-            out.append(contentsOf: "\r\n".utf8)
+            out.appendUTF8("\r\n")
         }
-        out.append(contentsOf: "HTTP/1.1 ".utf8)
-        out.append(contentsOf: String(status).utf8)
+        out.appendUTF8("HTTP/1.1 ")
+        out.appendUTF8(String(status))
         out.append(0x20)
         if let reason, ResponseHead.isValidReason(reason) {
-            out.append(contentsOf: reason.utf8)
+            out.appendUTF8(reason)
         } else {
-            out.append(contentsOf: HTTPStatus.reason(status).utf8)
+            out.appendUTF8(HTTPStatus.reason(status))
         }
-        out.append(contentsOf: "\r\n".utf8)
+        out.appendUTF8("\r\n")
         for (name, value) in headers where ResponseHead.mayPass(name: name, value: value) {
-            out.append(contentsOf: name.utf8)
-            out.append(contentsOf: ": ".utf8)
-            out.append(contentsOf: value.utf8)
-            out.append(contentsOf: "\r\n".utf8)
+            out.appendUTF8(name)
+            out.appendUTF8(": ")
+            out.appendUTF8(value)
+            out.appendUTF8("\r\n")
         }
-        out.append(contentsOf: "Content-Length: ".utf8)
-        out.append(contentsOf: String(body.count).utf8)
-        out.append(contentsOf: "\r\nDate: ".utf8)
-        out.append(contentsOf: date.utf8)
+        out.appendUTF8("Content-Length: ")
+        out.appendUTF8(String(body.count))
+        out.appendUTF8("\r\nDate: ")
+        out.appendUTF8(date)
         if !keepAlive {
-            out.append(contentsOf: "\r\nConnection: close".utf8)
+            out.appendUTF8("\r\nConnection: close")
         } else if version == .http10 {
-            out.append(contentsOf: "\r\nConnection: keep-alive".utf8)
+            out.appendUTF8("\r\nConnection: keep-alive")
         }
-        out.append(contentsOf: "\r\n\r\n".utf8)
+        out.appendUTF8("\r\n\r\n")
         if !headOnly { out.append(contentsOf: body) }
         return out
     }

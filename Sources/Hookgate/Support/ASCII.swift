@@ -14,3 +14,12 @@ enum ASCII {
         }
     }
 }
+
+extension Array where Element == UInt8 {
+    /// Appends the UTF-8 bytes of `s` with one copy (a native string's bytes are contiguous;
+    /// appending `s.utf8` as a generic sequence goes byte by byte).
+    mutating func appendUTF8(_ s: String) {
+        let done: Void? = s.utf8.withContiguousStorageIfAvailable { append(contentsOf: $0) }
+        if done == nil { append(contentsOf: s.utf8) }
+    }
+}

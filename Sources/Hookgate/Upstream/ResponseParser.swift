@@ -1,16 +1,39 @@
-/// An HTTP/1.1 response as the gateway relays it.
+/// An HTTP/1.1 response as the gateway relays it. Its fields are kept as the head's bytes
+/// and ranges into them: the gateway reads one or two of them, so the rest never become strings.
 public struct UpstreamResponse: Sendable, Equatable {
     public var status: Int
     public var reason: String
-    /// Header fields in order, names as received.
-    public var headers: [(name: String, value: String)]
+    private var head: [UInt8]
+    private var fields: [(name: Range<Int>, value: Range<Int>)]
     public var body: [UInt8]
     /// The server allows the connection to be reused (HTTP/1.1 without `Connection: close`,
     /// and a body delimited by length or chunks, not by closing).
     public var keepAlive: Bool
 
+    init(status: Int, reason: String, head: [UInt8], fields: [(name: Range<Int>, value: Range<Int>)], body: [UInt8],
+         keepAlive: Bool) {
+        self.status = status
+        self.reason = reason
+        self.head = head
+        self.fields = fields
+        self.body = body
+        self.keepAlive = keepAlive
+    }
+
+    /// Header fields in order, names as received.
+    public var headers: [(name: String, value: String)] {
+        fields.map { (String(decoding: head[$0.name], as: UTF8.self), String(decoding: head[$0.value], as: UTF8.self)) }
+    }
+
+    /// The first value of field `name` (ASCII case-insensitive).
     public func header(_ name: String) -> String? {
-        headers.first { ASCII.equalsIgnoringCase($0.name, name) }?.value
+        let utf8 = name.utf8
+        for f in fields where f.name.count == utf8.count {
+            if zip(head[f.name], utf8).allSatisfy({ $0 == $1 || ($0 | 0x20 == $1 | 0x20 && ($1 | 0x20) >= 0x61 && ($1 | 0x20) <= 0x7A) }) {
+                return String(decoding: head[f.value], as: UTF8.self)
+            }
+        }
+        return nil
     }
 
     public static func == (a: UpstreamResponse, b: UpstreamResponse) -> Bool {
@@ -57,7 +80,8 @@ public struct ResponseParser: Sendable {
     private var buffer: [UInt8] = []
     private var status = 0
     private var reason = ""
-    private var headers: [(name: String, value: String)] = []
+    private var head: [UInt8] = []
+    private var fields: [(name: Range<Int>, value: Range<Int>)] = []
     private var body: [UInt8] = []
     private var keepAlive = true
     private var interimCount = 0
@@ -90,7 +114,7 @@ public struct ResponseParser: Sendable {
     }
 
     private func response() -> UpstreamResponse {
-        UpstreamResponse(status: status, reason: reason, headers: headers, body: body, keepAlive: keepAlive)
+        UpstreamResponse(status: status, reason: reason, head: head, fields: fields, body: body, keepAlive: keepAlive)
     }
 
     private mutating func appendBody(_ bytes: ArraySlice<UInt8>) throws(ParseError) {
@@ -130,7 +154,7 @@ public struct ResponseParser: Sendable {
                     guard interimCount <= ResponseParser.maxInterim else {
                         throw .malformed("more than \(ResponseParser.maxInterim) interim (1xx) responses")
                     }
-                    headers = []
+                    fields = []
                     state = .head
                 }
             case .body(let framing):
@@ -205,51 +229,55 @@ public struct ResponseParser: Sendable {
 
     /// Parses a head; true for an interim (1xx) one, which has no body and is not the answer.
     private mutating func parseHead(upTo end: Int) throws(ParseError) -> Bool {
-        var pos = 0
-        guard let (statusLine, afterStatus) = nextLine(from: 0) else { throw .malformed("no status line") }
-        pos = afterStatus
-        // "HTTP/1.1 200 OK"
-        let parts = statusLine.split(separator: UInt8(ascii: " "), maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count >= 2 else { throw .malformed("bad status line") }
-        let version = String(decoding: parts[0], as: UTF8.self)
-        guard version == "HTTP/1.1" || version == "HTTP/1.0" else { throw .malformed("unsupported version") }
-        guard parts[1].count == 3, parts[1].allSatisfy({ $0 >= 48 && $0 <= 57 }),
-              let code = Int(String(decoding: parts[1], as: UTF8.self)), (100...599).contains(code)
-        else { throw .malformed("bad status code") }
+        let head = Array(buffer[0..<end])
+        guard let (statusLine, afterStatus) = ResponseParser.line(in: head, from: 0) else { throw .malformed("no status line") }
+        // "HTTP/1.1 200 OK": version, status code, optional reason.
+        let s = statusLine.startIndex
+        guard statusLine.count >= 12, head[s + 8] == 0x20, head[s + 12 ..< min(s + 13, statusLine.endIndex)].allSatisfy({ $0 == 0x20 })
+        else { throw .malformed("bad status line") }
+        let version = head[s..<(s + 8)]
+        let isHTTP11 = version.elementsEqual("HTTP/1.1".utf8)
+        guard isHTTP11 || version.elementsEqual("HTTP/1.0".utf8) else { throw .malformed("unsupported version") }
+        let digits = head[(s + 9)..<(s + 12)]
+        guard digits.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { throw .malformed("bad status code") }
+        let code = digits.reduce(0) { $0 * 10 + Int($1 - 48) }
+        guard (100...599).contains(code) else { throw .malformed("bad status code") }
         if code < 200 {
             // 101 would switch protocols, which the gateway never asks for.
             guard code != 101 else { throw .malformed("unexpected 101 Switching Protocols") }
             return true
         }
         status = code
-        reason = parts.count == 3 ? String(decoding: parts[2], as: UTF8.self) : ""
-        keepAlive = version == "HTTP/1.1"
+        reason = statusLine.count > 13 ? String(decoding: head[(s + 13)..<statusLine.endIndex], as: UTF8.self) : ""
+        keepAlive = isHTTP11
 
         var contentLength: Int? = nil
         var chunked = false
+        var found: [(name: Range<Int>, value: Range<Int>)] = []
+        found.reserveCapacity(8)
+        var pos = afterStatus
         while pos < end {
-            guard let (line, next) = nextLine(from: pos) else { break }
+            guard let (range, next) = ResponseParser.line(in: head, from: pos) else { break }
             pos = next
-            if line.isEmpty { break }
+            if range.isEmpty { break }
+            let line = head[range]
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > line.startIndex else {
                 throw .malformed("bad header line")
             }
             let nameBytes = line[line.startIndex..<colon]
             guard nameBytes.allSatisfy(ResponseParser.isTokenChar) else { throw .malformed("bad header name") }
-            // Trim optional white space on bytes, then make the strings once.
+            // Trim optional white space on bytes; no string is made here.
             var valueStart = colon + 1, valueEnd = line.endIndex
-            while valueStart < valueEnd, line[valueStart] == 0x20 || line[valueStart] == 0x09 { valueStart += 1 }
-            while valueEnd > valueStart, line[valueEnd - 1] == 0x20 || line[valueEnd - 1] == 0x09 { valueEnd -= 1 }
-            let valueBytes = line[valueStart..<valueEnd]
-            let name = String(decoding: nameBytes, as: UTF8.self)
-            let value = String(decoding: valueBytes, as: UTF8.self)
-            headers.append((name, value))
+            while valueStart < valueEnd, head[valueStart] == 0x20 || head[valueStart] == 0x09 { valueStart += 1 }
+            while valueEnd > valueStart, head[valueEnd - 1] == 0x20 || head[valueEnd - 1] == 0x09 { valueEnd -= 1 }
+            let valueBytes = head[valueStart..<valueEnd]
+            found.append((line.startIndex..<colon, valueStart..<valueEnd))
             switch ResponseParser.framingHeader(nameBytes) {
             case .contentLength:
-                guard !valueBytes.isEmpty, valueBytes.count <= 15, valueBytes.allSatisfy({ $0 >= 48 && $0 <= 57 }),
-                      let n = Int(value) else {
+                guard !valueBytes.isEmpty, valueBytes.count <= 15, valueBytes.allSatisfy({ $0 >= 48 && $0 <= 57 }) else {
                     throw .malformed("bad Content-Length")
                 }
+                let n = valueBytes.reduce(0) { $0 * 10 + Int($1 - 48) }
                 if let previous = contentLength, previous != n { throw .malformed("conflicting Content-Length") }
                 contentLength = n
             case .transferEncoding:
@@ -257,11 +285,13 @@ public struct ResponseParser: Sendable {
                 chunked = true
             case .connection:
                 if HTTPTokens.list(valueBytes, contains: "close") { keepAlive = false }
-                if version == "HTTP/1.0" && HTTPTokens.list(valueBytes, contains: "keep-alive") { keepAlive = true }
+                if !isHTTP11 && HTTPTokens.list(valueBytes, contains: "keep-alive") { keepAlive = true }
             case nil:
                 break
             }
         }
+        self.head = head
+        self.fields = found
         if chunked && contentLength != nil { throw .malformed("both Content-Length and chunked") }
         if bodyless || status == 204 || status == 304 {
             state = .body(.none)
@@ -274,6 +304,19 @@ public struct ResponseParser: Sendable {
             state = .body(.untilClose)
         }
         return false
+    }
+
+    /// The line starting at `start` in `bytes`, without its CRLF (or bare LF), and the index after it.
+    private static func line(in bytes: [UInt8], from start: Int) -> (line: Range<Int>, next: Int)? {
+        var i = start
+        while i < bytes.count {
+            if bytes[i] == 10 {
+                let end = (i > start && bytes[i - 1] == 13) ? i - 1 : i
+                return (start..<end, i + 1)
+            }
+            i += 1
+        }
+        return nil
     }
 
     private enum FramingHeader { case contentLength, transferEncoding, connection }

@@ -97,7 +97,7 @@ public struct UpstreamCall {
         // Built as bytes (every forwarded call).
         var bytes = [UInt8]()
         bytes.reserveCapacity(320 + serviceToken.utf8.count)
-        func add(_ s: String) { bytes.append(contentsOf: s.utf8) }
+        func add(_ s: String) { bytes.appendUTF8(s) }
         add("POST "); add(path); add(" HTTP/1.1\r\nHost: "); add(hostHeader)
         add("\r\nAuthorization: Bearer "); add(serviceToken)
         add("\r\nX-Request-Id: "); add(requestID)

@@ -11,10 +11,18 @@ public struct TokenBucket: Sendable, Equatable {
     /// When `units` was last brought up to date; nil before the first use.
     private var updatedAt: UInt64?
 
+    /// `RateLimit-Policy` values for the two names a bucket goes by.
+    private let policyFields: (team: String, global: String)
+
     public init(limit: RateLimitConfig) {
         self.limit = limit
         self.units = Self.capacity(limit)
         self.updatedAt = nil
+        self.policyFields = (Self.policyField("team", limit), Self.policyField("global", limit))
+    }
+
+    public static func == (a: TokenBucket, b: TokenBucket) -> Bool {
+        a.limit == b.limit && a.units == b.units && a.updatedAt == b.updatedAt
     }
 
     private static func capacity(_ limit: RateLimitConfig) -> UInt64 {
@@ -60,8 +68,22 @@ public struct TokenBucket: Sendable, Equatable {
     /// IETF RateLimit header fields (draft-ietf-httpapi-ratelimit-headers-10) for this bucket,
     /// named `policyName` ("team" or "global").
     public func headers(policyName: String) -> [Refusal.Header] {
-        [Refusal.Header("RateLimit-Policy", "\"\(policyName)\";q=\(limit.burst);w=\(secondsToRefillFully)"),
-         Refusal.Header("RateLimit", "\"\(policyName)\";r=\(remaining);t=\(secondsUntilNextToken)")]
+        // The policy field never changes for a bucket: made once per bucket and name.
+        let policy = policyName == "team" ? policyFields.team : policyName == "global" ? policyFields.global
+            : Self.policyField(policyName, limit)
+        var value = "\""
+        value.reserveCapacity(32)
+        value += policyName
+        value += "\";r="
+        value += String(remaining)
+        value += ";t="
+        value += String(secondsUntilNextToken)
+        return [Refusal.Header("RateLimit-Policy", policy), Refusal.Header("RateLimit", value)]
+    }
+
+    private static func policyField(_ name: String, _ limit: RateLimitConfig) -> String {
+        let r = max(limit.requestsPerMinute, 1)
+        return "\"\(name)\";q=\(limit.burst);w=\((max(limit.burst, 1) * 60 + r - 1) / r)"
     }
 }
 

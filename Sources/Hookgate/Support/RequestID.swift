@@ -82,19 +82,32 @@ public enum UUIDText {
 
     static func canonical<Bytes: Collection>(bytes utf8: Bytes) -> String? where Bytes.Element == UInt8 {
         guard utf8.count == 36 else { return nil }
+        if let done = utf8.withContiguousStorageIfAvailable({ canonical($0) }) { return done }
+        return Array(utf8).withUnsafeBufferPointer { canonical($0) }
+    }
+
+    /// Part of a buffer (the route's pieces): no copy.
+    static func canonical(bytes slice: Slice<UnsafeBufferPointer<UInt8>>) -> String? {
+        canonical(UnsafeBufferPointer(rebasing: slice))
+    }
+
+    /// 36 bytes checked and lower-cased straight into the string's storage (one allocation).
+    private static func canonical(_ input: UnsafeBufferPointer<UInt8>) -> String? {
+        guard input.count == 36 else { return nil }
         var valid = true
-        // Written straight into the string's storage; an invalid id leaves an empty string.
         let text = String(unsafeUninitializedCapacity: 36) { out in
-            for (i, c) in utf8.enumerated() {
+            for i in 0..<36 {
+                let c = input[i]
                 if i == 8 || i == 13 || i == 18 || i == 23 {
                     guard c == UInt8(ascii: "-") else { valid = false; return 0 }
                     out[i] = c
-                    continue
-                }
-                switch c {
-                case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "f"): out[i] = c
-                case UInt8(ascii: "A")...UInt8(ascii: "F"): out[i] = c + 32
-                default: valid = false; return 0
+                } else if (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66) {
+                    out[i] = c
+                } else if c >= 0x41 && c <= 0x46 {
+                    out[i] = c + 32
+                } else {
+                    valid = false
+                    return 0
                 }
             }
             return 36

@@ -51,8 +51,8 @@ public enum Route {
         let hooks = bytes[(cuts.0 + 1)..<cuts.1], hookID = bytes[(cuts.1 + 1)..<cuts.2]
         let requests = bytes[(cuts.2 + 1)..<cuts.3], requestID = bytes[(cuts.3 + 1)..<cuts.4]
         let redeliver = bytes[(cuts.4 + 1)..<pathEnd]
-        guard hooks.elementsEqual("hooks".utf8), requests.elementsEqual("requests".utf8),
-              redeliver.elementsEqual("redeliver".utf8), !hookID.isEmpty, !requestID.isEmpty
+        guard ASCII.equals(hooks, "hooks"), ASCII.equals(requests, "requests"),
+              ASCII.equals(redeliver, "redeliver"), !hookID.isEmpty, !requestID.isEmpty
         else { return .failure(notFound(method)) }
         guard method == "POST" else { return .failure(.methodNotAllowed(method)) }
         guard let hook = UUIDText.canonical(bytes: hookID) else {

@@ -92,6 +92,8 @@ public final class Gateway {
     private var inFlight = 0
     /// Request ids for calls (loop thread only).
     private let requestIDs = RequestIDSource()
+    /// Where each request's log line is built (loop thread only).
+    private let logBuffer = ByteBuffer(capacity: 1024)
 
 
     /// `loop` is the caller's, who keeps it alive until this gateway (and every event it
@@ -342,7 +344,7 @@ public final class Gateway {
         metrics.countRequest(team: exchange.verdict.team, decision: answer.decision, status: answer.status)
         // The per-request line is built directly (it runs for every call; swift-log's
         // metadata dictionary costs several times more), in the same JSON shape as the others.
-        var line = RequestLogLine(timestamp: answer.completedAt ?? Timestamp.rfc3339(Date()))
+        let line = RequestLogLine(into: logBuffer, timestamp: answer.completedAt ?? Timestamp.rfc3339(Date()))
         line.text("request.id", exchange.id)
         line.text("client.addr", exchange.clientAddress)
         line.text("method", exchange.method, limit: 32)
@@ -358,7 +360,7 @@ public final class Gateway {
         if let detail = answer.detail, answer.decision != .forwarded { line.text("detail", detail) }
         if let crid = exchange.clientRequestID { line.text("client.request_id", crid) }
         line.finish()
-        LineWriter.stderr.write(bytes: line.bytes)
+        LineWriter.stderr.write(bytes: logBuffer.bytes)
         drainProgress()
     }
 
@@ -596,50 +598,50 @@ final class Resolver: @unchecked Sendable {
 }
 
 /// One JSON log line for a request: `ts`, `level`, `msg`, then the fields in order. Built as
-/// bytes: this runs for every call.
+/// bytes in a buffer the gateway reuses for every line (this runs for every call).
 struct RequestLogLine {
-    private(set) var bytes: [UInt8]
+    let buffer: ByteBuffer
 
-    init(timestamp: String) {
-        bytes = []
-        bytes.reserveCapacity(512)
-        bytes.appendUTF8(#"{"ts":""#)
-        bytes.appendUTF8(timestamp)
-        bytes.appendUTF8(#"","level":"info","msg":"request""#)
+    init(into buffer: ByteBuffer, timestamp: String) {
+        self.buffer = buffer
+        buffer.reset()
+        buffer.append(#"{"ts":""# as StaticString)
+        buffer.append(timestamp)
+        buffer.append(#"","level":"info","msg":"request""# as StaticString)
     }
 
-    private mutating func key(_ key: StaticString) {
-        bytes.appendUTF8(#",""#)
-        bytes.append(contentsOf: UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount))
-        bytes.appendUTF8(#"":"#)
+    private func key(_ key: StaticString) {
+        buffer.append(#",""# as StaticString)
+        buffer.append(key)
+        buffer.append(#"":"# as StaticString)
     }
 
     /// A string field, cut to `limit` bytes of UTF-8.
-    mutating func text(_ name: StaticString, _ value: String, limit: Int = 1024) {
+    func text(_ name: StaticString, _ value: String, limit: Int = 1024) {
         key(name)
         let value = value.utf8Prefix(limit)
         if JSON.needsEscaping(value) {
             var escaped = ""
             JSON.appendString(value, to: &escaped)
-            bytes.appendUTF8(escaped)
+            buffer.append(escaped)
         } else {
-            bytes.append(0x22)
-            bytes.appendUTF8(value)
-            bytes.append(0x22)
+            buffer.append(byte: 0x22)
+            buffer.append(value)
+            buffer.append(byte: 0x22)
         }
     }
 
-    mutating func number(_ name: StaticString, _ value: Double) {
+    func number(_ name: StaticString, _ value: Double) {
         key(name)
         if value == value.rounded() && abs(value) < 1e15 {
-            bytes.appendUTF8(String(Int64(value)))
+            buffer.append(String(Int64(value)))
         } else {
-            bytes.appendUTF8(String(value))
+            buffer.append(String(value))
         }
     }
 
-    mutating func finish() {
-        bytes.append(UInt8(ascii: "}"))
+    func finish() {
+        buffer.append(byte: UInt8(ascii: "}"))
     }
 }
 

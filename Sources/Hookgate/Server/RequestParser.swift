@@ -594,10 +594,7 @@ public struct RequestParser: Sendable {
     private enum FramingField { case contentLength, transferEncoding, connection, expect, host }
 
     private static func framingField(_ name: ArraySlice<UInt8>) -> FramingField? {
-        func equals(_ literal: StaticString) -> Bool {
-            let lit = UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount)
-            return name.count == lit.count && zip(name, lit).allSatisfy { ($0 | 0x20) == $1 }
-        }
+        func equals(_ literal: StaticString) -> Bool { ASCII.equalsIgnoringCase(name, lowercase: literal) }
         switch name.count {
         case 4: return equals("host") ? .host : nil
         case 6: return equals("expect") ? .expect : nil
@@ -609,14 +606,6 @@ public struct RequestParser: Sendable {
     }
 
     /// RFC 9110 tchar.
-    static func isTokenChar(_ c: UInt8) -> Bool {
-        switch c {
-        case 0x61...0x7A, 0x41...0x5A, 0x30...0x39: return true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
-             UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
-             UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-            return true
-        default: return false
-        }
-    }
+    static func isTokenChar(_ c: UInt8) -> Bool { ASCII.isTokenChar(c) }
+
 }

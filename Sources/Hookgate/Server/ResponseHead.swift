@@ -21,42 +21,53 @@ struct OutgoingResponse {
 
     /// The bytes on the wire. `headOnly`: the answer to a HEAD request (length, no body).
     func serialized(date: String, keepAlive: Bool, version: HTTPVersion, headOnly: Bool) -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(160 + headers.count * 48 + (headOnly ? 0 : body.count))
-        for (status, fields) in interim where (100...199).contains(status) {
-            out.appendUTF8("HTTP/1.1 \(status) \(HTTPStatus.reason(status))\r\n")
-            for (name, value) in fields where ResponseHead.mayPass(name: name, value: value) {
-                out.appendUTF8("\(name): \(value)\r\n")
+        let reasonText = reason.flatMap { ResponseHead.isValidReason($0) ? $0 : nil } ?? HTTPStatus.reason(status)
+        let fields = headers.filter { ResponseHead.mayPass(name: $0.0, value: $0.1) }
+        // An upper bound of what is written below.
+        var bound = 128 + reasonText.utf8.count + date.utf8.count + (headOnly ? 0 : body.count)
+        for (name, value) in fields { bound += name.utf8.count + value.utf8.count + 4 }
+        for (_, extra) in interim {
+            bound += 64
+            for (name, value) in extra { bound += name.utf8.count + value.utf8.count + 4 }
+        }
+        return [UInt8](writingAtMost: bound) { out in
+            for (status, extra) in interim where (100...199).contains(status) {
+                out.write("HTTP/1.1 ")
+                out.write(decimal: status)
+                out.write(byte: 0x20)
+                out.write(HTTPStatus.reason(status))
+                out.write("\r\n")
+                for (name, value) in extra where ResponseHead.mayPass(name: name, value: value) {
+                    out.write(name)
+                    out.write(": ")
+                    out.write(value)
+                    out.write("\r\n")
+                }
+                out.write("\r\n")
             }
-            out.appendUTF8("\r\n")
+            out.write("HTTP/1.1 ")
+            out.write(decimal: min(max(status, 100), 999))
+            out.write(byte: 0x20)
+            out.write(reasonText)
+            out.write("\r\n")
+            for (name, value) in fields {
+                out.write(name)
+                out.write(": ")
+                out.write(value)
+                out.write("\r\n")
+            }
+            out.write("Content-Length: ")
+            out.write(decimal: body.count)
+            out.write("\r\nDate: ")
+            out.write(date)
+            if !keepAlive {
+                out.write("\r\nConnection: close")
+            } else if version == .http10 {
+                out.write("\r\nConnection: keep-alive")
+            }
+            out.write("\r\n\r\n")
+            if !headOnly { body.withUnsafeBytes { out.write($0) } }
         }
-        out.appendUTF8("HTTP/1.1 ")
-        out.appendUTF8(String(status))
-        out.append(0x20)
-        if let reason, ResponseHead.isValidReason(reason) {
-            out.appendUTF8(reason)
-        } else {
-            out.appendUTF8(HTTPStatus.reason(status))
-        }
-        out.appendUTF8("\r\n")
-        for (name, value) in headers where ResponseHead.mayPass(name: name, value: value) {
-            out.appendUTF8(name)
-            out.appendUTF8(": ")
-            out.appendUTF8(value)
-            out.appendUTF8("\r\n")
-        }
-        out.appendUTF8("Content-Length: ")
-        out.appendUTF8(String(body.count))
-        out.appendUTF8("\r\nDate: ")
-        out.appendUTF8(date)
-        if !keepAlive {
-            out.appendUTF8("\r\nConnection: close")
-        } else if version == .http10 {
-            out.appendUTF8("\r\nConnection: keep-alive")
-        }
-        out.appendUTF8("\r\n\r\n")
-        if !headOnly { out.append(contentsOf: body) }
-        return out
     }
 }
 

@@ -1,4 +1,42 @@
 enum ASCII {
+    /// Whether `bytes` are exactly `literal` (case-sensitive).
+    static func equals<C: Collection>(_ bytes: C, _ literal: StaticString) -> Bool where C.Element == UInt8 {
+        guard bytes.count == literal.utf8CodeUnitCount else { return false }
+        let lit = literal.utf8Start
+        var i = 0
+        for b in bytes {
+            if b != lit[i] { return false }
+            i += 1
+        }
+        return true
+    }
+
+    /// Whether `bytes` spell `lowercase` (a lower-case ASCII literal) in any case.
+    static func equalsIgnoringCase<C: Collection>(_ bytes: C, lowercase: StaticString) -> Bool where C.Element == UInt8 {
+        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+        let lit = lowercase.utf8Start
+        var i = 0
+        for b in bytes {
+            let l = lit[i]
+            if b != l && !(b | 0x20 == l && l >= 0x61 && l <= 0x7A) { return false }
+            i += 1
+        }
+        return true
+    }
+
+    /// RFC 9110 tchar, by table.
+    @inline(__always)
+    static func isTokenChar(_ c: UInt8) -> Bool {
+        tokenTable.withUnsafeBufferPointer { $0[Int(c)] }
+    }
+
+    private static let tokenTable: [Bool] = (0..<256).map { c in
+        switch UInt8(c) {
+        case 0x61...0x7A, 0x41...0x5A, 0x30...0x39: return true
+        default: return "!#$%&'*+-.^_`|~".utf8.contains(UInt8(c))
+        }
+    }
+
     /// Whether `bytes` spell `lowercase` (a lower-case ASCII literal) in any case.
     static func equalsLowercase(_ bytes: Slice<UnsafeBufferPointer<UInt8>>, _ lowercase: StaticString) -> Bool {
         guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
@@ -34,5 +72,121 @@ extension Array where Element == UInt8 {
     mutating func appendUTF8(_ s: String) {
         let done: Void? = s.utf8.withContiguousStorageIfAvailable { append(contentsOf: $0) }
         if done == nil { append(contentsOf: s.utf8) }
+    }
+}
+
+/// Writes bytes into a buffer whose size bound is known up front (an answer's head, a log
+/// line): a `memcpy` per piece, without an `Array`'s per-append bookkeeping. Writing past the
+/// bound is a programming error and traps.
+struct ByteWriter {
+    private let base: UnsafeMutablePointer<UInt8>
+    private let capacity: Int
+    private(set) var count = 0
+
+    fileprivate init(base: UnsafeMutablePointer<UInt8>, capacity: Int) {
+        self.base = base
+        self.capacity = capacity
+    }
+
+    mutating func write(_ s: String) {
+        var s = s
+        s.withUTF8 { write(UnsafeRawBufferPointer($0)) }
+    }
+
+    mutating func write(_ s: StaticString) {
+        write(UnsafeRawBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+    }
+
+    mutating func write(_ bytes: UnsafeRawBufferPointer) {
+        guard let src = bytes.baseAddress, bytes.count > 0 else { return }
+        precondition(count + bytes.count <= capacity, "ByteWriter: past the bound it was given")
+        (base + count).initialize(from: src.assumingMemoryBound(to: UInt8.self), count: bytes.count)
+        count += bytes.count
+    }
+
+    mutating func write(byte: UInt8) {
+        precondition(count < capacity, "ByteWriter: past the bound it was given")
+        base[count] = byte
+        count += 1
+    }
+
+    /// A non-negative integer in decimal.
+    mutating func write(decimal value: Int) {
+        precondition(value >= 0)
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &digits) { buf in
+            var v = value, i = buf.count
+            repeat {
+                i -= 1
+                buf[i] = UInt8(48 + v % 10)
+                v /= 10
+            } while v > 0
+            write(UnsafeRawBufferPointer(rebasing: buf[i...]))
+        }
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// An array of at most `capacity` bytes written by `body`.
+    init(writingAtMost capacity: Int, _ body: (inout ByteWriter) -> Void) {
+        self.init(unsafeUninitializedCapacity: capacity) { buffer, initialized in
+            var writer = ByteWriter(base: buffer.baseAddress!, capacity: capacity)
+            body(&writer)
+            initialized = writer.count
+        }
+    }
+}
+
+/// A growable byte buffer meant to be reused (one per loop for its log lines): appending is a
+/// bounds check and a `memcpy`. Owns its allocation, freed in deinit. One thread only.
+final class ByteBuffer {
+    private var base: UnsafeMutablePointer<UInt8>
+    private var capacity: Int
+    private(set) var count = 0
+
+    init(capacity: Int = 1024) {
+        self.capacity = max(capacity, 16)
+        base = .allocate(capacity: self.capacity)
+    }
+
+    deinit { base.deallocate() }
+
+    func reset() { count = 0 }
+
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+    private func reserve(_ n: Int) {
+        guard count + n > capacity else { return }
+        var grown = capacity * 2
+        while grown < count + n { grown *= 2 }
+        let bigger = UnsafeMutablePointer<UInt8>.allocate(capacity: grown)
+        bigger.initialize(from: base, count: count)
+        base.deallocate()
+        base = bigger
+        capacity = grown
+    }
+
+    func append(_ bytes: UnsafeRawBufferPointer) {
+        guard let src = bytes.baseAddress, bytes.count > 0 else { return }
+        reserve(bytes.count)
+        (base + count).initialize(from: src.assumingMemoryBound(to: UInt8.self), count: bytes.count)
+        count += bytes.count
+    }
+
+    func append(_ s: String) {
+        var s = s
+        s.withUTF8 { append(UnsafeRawBufferPointer($0)) }
+    }
+
+    func append(_ s: StaticString) {
+        append(UnsafeRawBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+    }
+
+    func append(byte: UInt8) {
+        reserve(1)
+        base[count] = byte
+        count += 1
     }
 }

@@ -27,13 +27,20 @@ public struct UpstreamResponse: Sendable, Equatable {
 
     /// The first value of field `name` (ASCII case-insensitive).
     public func header(_ name: String) -> String? {
-        let utf8 = name.utf8
-        for f in fields where f.name.count == utf8.count {
-            if zip(head[f.name], utf8).allSatisfy({ $0 == $1 || ($0 | 0x20 == $1 | 0x20 && ($1 | 0x20) >= 0x61 && ($1 | 0x20) <= 0x7A) }) {
-                return String(decoding: head[f.value], as: UTF8.self)
+        var name = name
+        return name.withUTF8 { wanted -> String? in
+            for f in fields where f.name.count == wanted.count {
+                var same = true
+                var i = 0
+                for b in head[f.name] {
+                    let w = wanted[i]
+                    if b != w && !(b | 0x20 == w | 0x20 && (w | 0x20) >= 0x61 && (w | 0x20) <= 0x7A) { same = false; break }
+                    i += 1
+                }
+                if same { return String(decoding: head[f.value], as: UTF8.self) }
             }
+            return nil
         }
-        return nil
     }
 
     public static func == (a: UpstreamResponse, b: UpstreamResponse) -> Bool {
@@ -236,8 +243,8 @@ public struct ResponseParser: Sendable {
         guard statusLine.count >= 12, head[s + 8] == 0x20, head[s + 12 ..< min(s + 13, statusLine.endIndex)].allSatisfy({ $0 == 0x20 })
         else { throw .malformed("bad status line") }
         let version = head[s..<(s + 8)]
-        let isHTTP11 = version.elementsEqual("HTTP/1.1".utf8)
-        guard isHTTP11 || version.elementsEqual("HTTP/1.0".utf8) else { throw .malformed("unsupported version") }
+        let isHTTP11 = ASCII.equals(version, "HTTP/1.1")
+        guard isHTTP11 || ASCII.equals(version, "HTTP/1.0") else { throw .malformed("unsupported version") }
         let digits = head[(s + 9)..<(s + 12)]
         guard digits.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { throw .malformed("bad status code") }
         let code = digits.reduce(0) { $0 * 10 + Int($1 - 48) }
@@ -323,8 +330,8 @@ public struct ResponseParser: Sendable {
 
     /// The headers that decide framing and reuse, matched case-insensitively on bytes.
     private static func framingHeader(_ name: ArraySlice<UInt8>) -> FramingHeader? {
-        func equals(_ literal: String) -> Bool {
-            name.count == literal.utf8.count && zip(name, literal.utf8).allSatisfy { ($0 | 0x20) == $1 }
+        func equals(_ literal: StaticString) -> Bool {
+            ASCII.equalsIgnoringCase(name, lowercase: literal)
         }
         switch name.count {
         case 14: return equals("content-length") ? .contentLength : nil
@@ -334,14 +341,7 @@ public struct ResponseParser: Sendable {
         }
     }
 
-    private static func isTokenChar(_ c: UInt8) -> Bool {
-        switch c {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-            return true
-        default:
-            return "!#$%&'*+-.^_`|~".utf8.contains(c)
-        }
-    }
+    private static func isTokenChar(_ c: UInt8) -> Bool { ASCII.isTokenChar(c) }
 }
 
 extension StringProtocol {
@@ -393,7 +393,6 @@ enum HTTPTokens {
     }
 
     private static func equals<Bytes: Collection>(_ bytes: Bytes, _ token: StaticString) -> Bool where Bytes.Element == UInt8 {
-        let lit = UnsafeBufferPointer(start: token.utf8Start, count: token.utf8CodeUnitCount)
-        return bytes.count == lit.count && zip(bytes, lit).allSatisfy { $0 | 0x20 == $1 || $0 == $1 }
+        ASCII.equalsIgnoringCase(bytes, lowercase: token)
     }
 }

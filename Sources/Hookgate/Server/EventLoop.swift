@@ -1,7 +1,7 @@
 import CLibevent
 import Foundation
 
-/// One libevent `event_base`, run by exactly one thread. Every evhttp/bufferevent call
+/// One libevent `event_base`, run by exactly one thread. Every event/bufferevent call
 /// happens on that thread; other threads hop onto it with `execute`.
 ///
 /// Ownership: the loop owns its `event_base` and frees it in `deinit`. Objects created on

@@ -19,7 +19,7 @@ public enum Credentials: Sendable, Equatable {
             let value = trimmingOWS(bytes)
             guard let space = value.firstIndex(of: UInt8(ascii: " ")) else { return .malformed }
             let scheme = value[..<space]
-            guard scheme.count == 6, ASCII.equalsLowercase(scheme, "bearer") else { return .malformed }
+            guard scheme.count == 6, ASCII.equalsIgnoringCase(scheme, lowercase: "bearer") else { return .malformed }
             let token = value[space...].drop(while: { $0 == UInt8(ascii: " ") })
             guard isToken68(token) else { return .malformed }
             return .bearer(String(decoding: token, as: UTF8.self))

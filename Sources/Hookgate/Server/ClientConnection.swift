@@ -264,6 +264,7 @@ final class ClientConnection {
     func close() {
         guard let bev else { return }
         self.bev = nil
+        current = nil  // the request and its connection hold each other until here
         timer?.cancel()
         timer = nil
         bufferevent_free(bev)

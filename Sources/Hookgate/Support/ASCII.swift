@@ -37,18 +37,6 @@ enum ASCII {
         }
     }
 
-    /// Whether `bytes` spell `lowercase` (a lower-case ASCII literal) in any case.
-    static func equalsLowercase(_ bytes: Slice<UnsafeBufferPointer<UInt8>>, _ lowercase: StaticString) -> Bool {
-        guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
-        let lit = lowercase.utf8Start
-        var i = 0
-        for b in bytes {
-            let l = lit[i]
-            if b != l && !(b | 0x20 == l && l >= 0x61 && l <= 0x7A) { return false }
-            i += 1
-        }
-        return true
-    }
 
     /// Case-insensitive equality of ASCII header names, on bytes (no Foundation, no Unicode).
     static func equalsIgnoringCase(_ a: String, _ b: String) -> Bool {

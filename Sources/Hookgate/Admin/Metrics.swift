@@ -36,6 +36,7 @@ final class Metrics {
         case .closed: reason = "closed"
         case .invalid: reason = "invalid_response"
         case .noConnection: reason = "no_connection"
+        case .queueFull: reason = "queue_full"
         }
         upstreamFailures["reason=\(Metrics.quote(reason))", default: 0] += 1
     }

@@ -49,20 +49,21 @@ final class ClientConnection {
         if let bev { bufferevent_free(bev) }
     }
 
-    private static func from(_ arg: UnsafeMutableRawPointer?) -> ClientConnection {
-        Unmanaged<ClientConnection>.fromOpaque(arg!).takeUnretainedValue()
+    /// The connection behind a callback's argument (always the one it was registered with).
+    private static func from(_ arg: UnsafeMutableRawPointer?) -> ClientConnection? {
+        arg.map { Unmanaged<ClientConnection>.fromOpaque($0).takeUnretainedValue() }
     }
 
     func start() {
         guard let bev else { return }
         bufferevent_setcb(bev, { _, arg in
-            let c = ClientConnection.from(arg)
+            guard let c = ClientConnection.from(arg) else { return }
             withExtendedLifetime(c) { c.pump() }
         }, { _, arg in
-            let c = ClientConnection.from(arg)
+            guard let c = ClientConnection.from(arg) else { return }
             withExtendedLifetime(c) { c.writable() }
         }, { _, what, arg in
-            let c = ClientConnection.from(arg)
+            guard let c = ClientConnection.from(arg) else { return }
             withExtendedLifetime(c) { c.event(what) }
         }, Unmanaged.passUnretained(self).toOpaque())
         // While a request is handled, pipelined bytes wait in the input buffer: reading

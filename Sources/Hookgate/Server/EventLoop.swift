@@ -79,7 +79,7 @@ public final class EventLoop: @unchecked Sendable {
         LoopTimer(loop: self, action, keepsAction: true)
     }
 
-    /// Monotonic milliseconds (CLOCK_MONOTONIC), for durations and rate limits.
+    /// Monotonic nanoseconds (CLOCK_MONOTONIC), for durations, deadlines and rate limits.
     public static func monotonicNanos() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)

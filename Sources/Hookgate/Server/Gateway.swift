@@ -20,19 +20,23 @@ final class Exchange {
     let clientAddress: String
     let clientRequestID: String?
     let userAgent: String?
-    var verdict = Verdict(outcome: .failure(.notFound()))
+    /// The decision (and what was learnt about the caller), made before the exchange exists.
+    let verdict: Verdict
     var upstreamStatus: Int?
     var upstreamMs: Double?
     var forwarded = false
     /// The request record is durable (the call was allowed and written ahead).
     var requestRecorded = false
-    var configVersion: String?
+    /// The config version in force when the request was decided.
+    let configVersion: String
 
-    init(request: ServerRequest, id: String) {
+    init(request: ServerRequest, id: String, verdict: Verdict, receivedAt: Date, started: UInt64, configVersion: String) {
         self.request = request
         self.id = id
-        self.receivedAt = Date()
-        self.started = EventLoop.monotonicNanos()
+        self.verdict = verdict
+        self.receivedAt = receivedAt
+        self.started = started
+        self.configVersion = configVersion
         self.method = request.method
         self.target = request.target
         self.clientAddress = request.peerAddress
@@ -84,6 +88,7 @@ public final class Gateway {
     private var server: HTTPListener?
     private var admin: HTTPListener?
     private var signals: [SignalWatcher] = []
+    private var resolvers: [Resolver] = []
     private var drainTimer: LoopTimer?
     private let configPath: String
     let logger: Logger
@@ -155,12 +160,12 @@ public final class Gateway {
     }
 
     func start() throws {
-        let resolver = Resolver(loop: loop, host: config.upstream.host, port: config.upstream.port, pool: LoopBound(pool), logger: logger)
-        resolver.start(waitFirstMs: 2000)
+        resolvers = [Resolver(loop: loop, host: config.upstream.host, port: config.upstream.port, pool: LoopBound(pool), logger: logger)]
         if let tokenPool = tokens.tokenPool {
-            Resolver(loop: loop, host: tokenPool.options.host, port: tokenPool.options.port, pool: LoopBound(tokenPool),
-                     logger: logger).start(waitFirstMs: 2000)
+            resolvers.append(Resolver(loop: loop, host: tokenPool.options.host, port: tokenPool.options.port,
+                                      pool: LoopBound(tokenPool), logger: logger))
         }
+        for resolver in resolvers { resolver.start(waitFirstMs: 2000) }
         tokens.start()
         let listenTLS = try config.listen.tls.map { try TLSServerContext(certFile: $0.certFile, keyFile: $0.keyFile) }
         server = try HTTPListener(loop: loop, address: config.listen.address, port: config.listen.port, tls: listenTLS,
@@ -198,11 +203,9 @@ public final class Gateway {
     // MARK: - Caller requests
 
     private func handle(_ req: ServerRequest) {
-        let exchange = Exchange(request: req, id: requestIDs.make())
+        let receivedAt = Date(), started = EventLoop.monotonicNanos()
         inFlight += 1
-        exchange.configVersion = policy.configVersion
-        let facts = RequestFacts(method: exchange.method, target: exchange.target,
-                                 authorization: req.head.values("Authorization"))
+        let facts = RequestFacts(method: req.method, target: req.target, authorization: req.head.values("Authorization"))
         // A request that could not be read, or any request while draining, is refused before
         // the decision; what can be read of it (key fingerprint, team, ids) is still recorded.
         var preempt: Refusal? = nil
@@ -211,8 +214,10 @@ public final class Gateway {
         } else if draining {
             preempt = .draining()
         }
-        exchange.verdict = decide(facts, policy: policy, limiter: &limiter, now: EventLoop.monotonicNanos(), refusing: preempt)
-        switch exchange.verdict.outcome {
+        let verdict = decide(facts, policy: policy, limiter: &limiter, now: started, refusing: preempt)
+        let exchange = Exchange(request: req, id: requestIDs.make(), verdict: verdict, receivedAt: receivedAt,
+                                started: started, configVersion: policy.configVersion)
+        switch verdict.outcome {
         case .failure(let refusal):
             conclude(exchange, refusal.answer(requestID: exchange.id))
         case .success(let plan):
@@ -319,7 +324,7 @@ public final class Gateway {
             team: verdict.team, keyFingerprint: verdict.keyFingerprint, method: exchange.method, path: exchange.recordedPath,
             hookID: verdict.hookID, eventRequestID: verdict.eventRequestID, decision: decision.rawValue,
             userAgent: exchange.userAgent, clientRequestID: exchange.clientRequestID,
-            configVersion: exchange.configVersion ?? policy.configVersion)
+            configVersion: exchange.configVersion)
     }
 
     private func responseRecord(_ exchange: Exchange, _ answer: Answer) -> AuditResponseRecord {
@@ -453,6 +458,7 @@ public final class Gateway {
             gateway.admin?.close()
             gateway.pool.closeIdle()
             gateway.signals.forEach { $0.cancel() }
+            gateway.resolvers.forEach { $0.stop() }
             gateway.loop.stop()
         }
     }
@@ -544,56 +550,6 @@ public final class Gateway {
             logger.info("configuration reloaded", metadata: [
                 "config.version": "\(newConfig.version)", "teams": .stringConvertible(newConfig.teams.count)])
         }
-    }
-}
-
-/// Resolves the upstream host off the loop: once at start (waiting briefly so the first
-/// calls find an address), then every 30 s, handing each result to the pool on the loop.
-final class Resolver: @unchecked Sendable {
-    private let loop: EventLoop
-    private let host: String
-    private let port: Int
-    private let pool: LoopBound<UpstreamPool>
-    private let logger: Logger
-    static let intervalSeconds: UInt32 = 30
-
-    init(loop: EventLoop, host: String, port: Int, pool: LoopBound<UpstreamPool>, logger: Logger) {
-        self.loop = loop
-        self.host = host
-        self.port = port
-        self.pool = pool
-        self.logger = logger
-    }
-
-    func start(waitFirstMs: Int) {
-        let first = DispatchSemaphore(value: 0)
-        let thread = Thread { [self] in
-            ThreadName.set("hookgate-resolver")
-            var signalled = false
-            var lastError: String? = nil
-            while true {
-                let result = SocketAddress.resolve(host: host, port: port)
-                let bound = LoopBound(result)
-                let pool = self.pool
-                loop.execute {
-                    switch bound.value {
-                    case .success(let list): pool.value.setAddresses(list, error: nil)
-                    case .failure(let error): pool.value.setAddresses([], error: error.message)
-                    }
-                }
-                if case .failure(let error) = result, error.message != lastError {
-                    logger.warning("upstream address not resolved", metadata: ["error": "\(error.message)"])
-                    lastError = error.message
-                } else if case .success = result {
-                    lastError = nil
-                }
-                if !signalled { signalled = true; first.signal() }
-                sleep(Resolver.intervalSeconds)
-            }
-        }
-        thread.name = "hookgate-resolver"
-        thread.start()
-        _ = first.wait(timeout: .now() + .milliseconds(waitFirstMs))
     }
 }
 

@@ -28,6 +28,8 @@ final class UpstreamConnection {
     private var writeEvent: OpaquePointer?
     private var writeArmed = false
     private var address: SocketAddress?
+    /// Addresses still to try if this one refuses the TCP connect.
+    private var fallbacks: ArraySlice<SocketAddress> = []
     private var state: State = .connecting
     private var completion: UpstreamCompletion?
     private var pendingCall: UpstreamCall?
@@ -66,18 +68,43 @@ final class UpstreamConnection {
         }
     }
 
-    private static func from(_ arg: UnsafeMutableRawPointer?) -> UpstreamConnection {
-        Unmanaged<UpstreamConnection>.fromOpaque(arg!).takeUnretainedValue()
+    /// The connection behind a callback's argument (always the one it was registered with).
+    private static func from(_ arg: UnsafeMutableRawPointer?) -> UpstreamConnection? {
+        arg.map { Unmanaged<UpstreamConnection>.fromOpaque($0).takeUnretainedValue() }
     }
 
     // MARK: - Connecting
 
-    func connect(to address: SocketAddress, call: UpstreamCall, completion: @escaping UpstreamCompletion) {
+    /// Connects to the first of `candidates`, moving on to the next when one refuses the TCP
+    /// connect (nothing was sent); `upstream.connect_timeout_ms` bounds all the attempts together.
+    func connect(to candidates: [SocketAddress], call: UpstreamCall, completion: @escaping UpstreamCompletion) {
         self.completion = completion
         self.pendingCall = call
+        timer.arm(milliseconds: pool.options.connectTimeoutMs)
+        fallbacks = candidates[...]
+        connectNext()
+    }
+
+    /// Tries the next address; with none left, fails with why the last one did.
+    private func connectNext(after failure: UpstreamFailure? = nil) {
+        guard let address = fallbacks.popFirst() else {
+            fail(failure ?? .unresolved("no address to connect to"))
+            return
+        }
+        if let readEvent {
+            self.readEvent = nil
+            event_free(readEvent)
+        }
+        if let writeEvent {
+            self.writeEvent = nil
+            event_free(writeEvent)
+        }
+        writeArmed = false
+        if fd >= 0 {
+            Foundation.close(fd)
+            fd = -1
+        }
         self.address = address
-        let connectTimeout = pool.options.connectTimeoutMs
-        timer.arm(milliseconds: connectTimeout)
         let family = address.withSockAddr { sa, _ in Int32(sa.pointee.sa_family) }
         fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else {
@@ -87,11 +114,11 @@ final class UpstreamConnection {
         TCPOptions.setNoDelay(fd)
         let me = Unmanaged.passUnretained(self).toOpaque()
         readEvent = event_new(pool.loop.base, fd, Int16(EV_READ | EV_PERSIST), { _, _, arg in
-            let c = UpstreamConnection.from(arg)
+            guard let c = UpstreamConnection.from(arg) else { return }
             withExtendedLifetime(c) { c.readable() }
         }, me)
         writeEvent = event_new(pool.loop.base, fd, Int16(EV_WRITE), { _, _, arg in
-            let c = UpstreamConnection.from(arg)
+            guard let c = UpstreamConnection.from(arg) else { return }
             withExtendedLifetime(c) { c.writable() }
         }, me)
         guard readEvent != nil, writeEvent != nil else {
@@ -104,7 +131,7 @@ final class UpstreamConnection {
         } else if errno == EINPROGRESS {
             armWrite()
         } else {
-            fail(.connect("\(address): \(String(cString: strerror(errno)))"))
+            connectNext(after: .connect("\(address): \(String(cString: strerror(errno)))"))
         }
     }
 
@@ -114,7 +141,7 @@ final class UpstreamConnection {
         var length = socklen_t(MemoryLayout<Int32>.size)
         if getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0 { error = errno }
         guard error == 0 else {
-            fail(.connect("\(address.map { "\($0)" } ?? "upstream"): \(String(cString: strerror(error)))"))
+            connectNext(after: .connect("\(address.map { "\($0)" } ?? "upstream"): \(String(cString: strerror(error)))"))
             return
         }
         startTLS()

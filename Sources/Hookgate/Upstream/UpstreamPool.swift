@@ -13,6 +13,7 @@ public enum UpstreamFailure: Error, Equatable, Sendable, CustomStringConvertible
     case closed(String)
     case invalid(String)
     case noConnection(Int)
+    case queueFull(Int)
 
     public var description: String {
         switch self {
@@ -24,6 +25,7 @@ public enum UpstreamFailure: Error, Equatable, Sendable, CustomStringConvertible
         case .closed(let why): return "upstream closed the connection: \(why)"
         case .invalid(let why): return why
         case .noConnection(let ms): return "no upstream connection became free within \(ms) ms"
+        case .queueFull(let n): return "every upstream connection is busy and \(n) calls already wait for one (upstream.max_queue)"
         }
     }
 
@@ -33,7 +35,7 @@ public enum UpstreamFailure: Error, Equatable, Sendable, CustomStringConvertible
     public var reachedUpstream: Bool {
         switch self {
         case .timeout, .closed, .invalid: return true
-        case .unresolved, .connect, .tls, .connectTimeout, .noConnection: return false
+        case .unresolved, .connect, .tls, .connectTimeout, .noConnection, .queueFull: return false
         }
     }
 
@@ -159,7 +161,7 @@ final class UpstreamPool {
             return
         }
         guard queuedCalls < options.maxQueued else {
-            completion(.failure(.noConnection(0)))
+            completion(.failure(.queueFull(options.maxQueued)))
             return
         }
         let queued = QueuedCall(call: call, completion: completion)
@@ -171,11 +173,13 @@ final class UpstreamPool {
         queue.append(queued)
     }
 
-    /// Opens a connection for `call`. A TCP connect failure (nothing sent yet) moves on to
-    /// the next resolved address, each tried once; nothing else is ever retried.
-    private func openConnection(for call: UpstreamCall, completion: @escaping UpstreamCompletion, attempt: Int = 0) {
-        let address = addresses[nextAddress % addresses.count]
+    /// Opens a connection for `call`, starting with the next address in turn. A TCP connect
+    /// failure (nothing sent yet) moves on to the following address within the same connection
+    /// (its pool slot held throughout), each tried once; nothing else is ever retried.
+    private func openConnection(for call: UpstreamCall, completion: @escaping UpstreamCompletion) {
+        let start = nextAddress % addresses.count
         nextAddress &+= 1
+        let candidates = Array(addresses[start...] + addresses[..<start])
         let ssl: OpaquePointer
         do {
             ssl = try tls.makeSSL(host: options.host)
@@ -186,14 +190,7 @@ final class UpstreamPool {
         let connection = UpstreamConnection(pool: self, ssl: ssl)
         connections[ObjectIdentifier(connection)] = connection
         connectionsOpened += 1
-        let candidates = addresses.count
-        connection.connect(to: address, call: call) { [weak self] result in
-            if case .failure(.connect) = result, attempt + 1 < candidates, let self, !self.addresses.isEmpty {
-                self.openConnection(for: call, completion: completion, attempt: attempt + 1)
-                return
-            }
-            completion(result)
-        }
+        connection.connect(to: candidates, call: call, completion: completion)
     }
 
     /// A connection finished its call and may be reused: it goes straight to the oldest
@@ -257,15 +254,29 @@ private final class QueuedCall {
 
 /// A resolved socket address (IPv4 or IPv6), stored as bytes so it is Sendable.
 public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
-    let storage: [UInt8]
+    /// A `sockaddr_storage` (aligned for any address family) and the length in use.
+    private let storage: sockaddr_storage
+    private let length: Int
 
     init(_ pointer: UnsafePointer<sockaddr>, length: Int) {
-        storage = Array(UnsafeRawBufferPointer(start: pointer, count: length))
+        var storage = sockaddr_storage()
+        let length = min(length, MemoryLayout<sockaddr_storage>.size)
+        withUnsafeMutableBytes(of: &storage) { dst in
+            dst.copyMemory(from: UnsafeRawBufferPointer(start: pointer, count: length))
+        }
+        self.storage = storage
+        self.length = length
     }
 
     func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>, Int32) -> R) -> R {
-        storage.withUnsafeBytes { raw in
-            body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), Int32(raw.count))
+        withUnsafePointer(to: storage) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, Int32(length)) }
+        }
+    }
+
+    public static func == (a: SocketAddress, b: SocketAddress) -> Bool {
+        a.length == b.length && withUnsafeBytes(of: a.storage) { x in
+            withUnsafeBytes(of: b.storage) { y in x.prefix(a.length).elementsEqual(y.prefix(b.length)) }
         }
     }
 

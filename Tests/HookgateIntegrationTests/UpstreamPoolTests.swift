@@ -29,7 +29,7 @@ import Testing
         let finished = DispatchSemaphore(value: 0)
         loop.execute {
             // A pending timer keeps the loop running while the test waits on other threads.
-            let keepAlive = LoopBound(loop.timer(after: 60_000) {})
+            let keepAlive = LoopBound(loop.timer(after: 60_000) {}, on: loop)
             body(loop) {
                 keepAlive.value.cancel()
                 loop.stop()
@@ -111,10 +111,10 @@ import Testing
         try Self.onLoop { loop, done in
             let pool = UpstreamPool(loop: loop, tls: try! TLSClientContext(caFile: nil),
                                     options: UpstreamOptions(host: "localhost", port: 443))
-            let r = Resolver(loop: loop, host: "localhost", port: 443, pool: LoopBound(pool),
+            let r = Resolver(loop: loop, host: "localhost", port: 443, pool: LoopBound(pool, on: loop),
                              logger: Logger(label: "test"), interval: 30)
             resolver.set(r)
-            let bound = LoopBound(pool)
+            let bound = LoopBound(pool, on: loop)
             Thread.detachNewThread {
                 r.start(waitFirstMs: 2000)
                 loop.execute {

@@ -91,7 +91,7 @@ final class AuditWriter: @unchecked Sendable {
             condition.unlock()
             return false
         }
-        queue.append(Job(items: items, completion: LoopBound(completion)))
+        queue.append(Job(items: items, completion: LoopBound(completion, on: loop)))
         queuedItems += items.count
         status.queueDepth = queuedItems
         condition.unlock()
@@ -171,9 +171,8 @@ final class AuditWriter: @unchecked Sendable {
             }
 
             let completions = batch.map(\.completion)
-            let outcome = LoopBound(result)
             loop.execute {
-                for c in completions { c.value(outcome.value) }
+                for c in completions { c.value(result) }
             }
         }
         db?.close()

@@ -1,5 +1,6 @@
 import CLibevent
 import Foundation
+import Synchronization
 
 /// One libevent `event_base`, run by exactly one thread. Every event/bufferevent call
 /// happens on that thread; other threads hop onto it with `execute`.
@@ -8,6 +9,9 @@ import Foundation
 /// the base (timers, servers, connections) must be freed before the loop is.
 public final class EventLoop: @unchecked Sendable {
     let base: OpaquePointer
+    /// The thread that runs the loop: the one that made it until `run()` starts, then the one
+    /// running it.
+    private let owner = Mutex<pthread_t>(pthread_self())
 
     private static let threadingEnabled: Bool = {
         // Must run before the first event_base_new so that cross-thread wake-ups work.
@@ -30,7 +34,19 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Runs the loop on the calling thread until `stop()` or no events remain.
     public func run() {
+        owner.withLock { $0 = pthread_self() }
         _ = event_base_dispatch(base)
+    }
+
+    /// Whether the caller runs on this loop's thread.
+    var inEventLoop: Bool {
+        owner.withLock { pthread_equal($0, pthread_self()) != 0 }
+    }
+
+    /// Traps in debug builds when called off the loop's thread (no cost in release builds).
+    func assertInLoop(_ what: @autoclosure () -> String = "called off the loop's thread",
+                      file: StaticString = #fileID, line: UInt = #line) {
+        assert(inEventLoop, what(), file: file, line: line)
     }
 
     /// Makes `run()` return after the current iteration; safe from any thread.

@@ -98,10 +98,10 @@ public final class Gateway {
     }
 
     func start() throws {
-        resolvers = [Resolver(loop: loop, host: config.upstream.host, port: config.upstream.port, pool: LoopBound(pool), logger: logger)]
+        resolvers = [Resolver(loop: loop, host: config.upstream.host, port: config.upstream.port, pool: LoopBound(pool, on: loop), logger: logger)]
         if let tokenPool = tokens.tokenPool {
             resolvers.append(Resolver(loop: loop, host: tokenPool.options.host, port: tokenPool.options.port,
-                                      pool: LoopBound(tokenPool), logger: logger))
+                                      pool: LoopBound(tokenPool, on: loop), logger: logger))
         }
         for resolver in resolvers { resolver.start(waitFirstMs: 2000) }
         tokens.start()
@@ -186,7 +186,7 @@ public final class Gateway {
     func shutdown() {
         drainTimer?.cancel()
         // Let the last replies leave before the listeners go: close on the next iteration.
-        loop.execute { [bound = LoopBound(self)] in
+        loop.execute { [bound = LoopBound(self, on: loop)] in
             let gateway = bound.value
             gateway.server?.close()
             gateway.admin?.close()

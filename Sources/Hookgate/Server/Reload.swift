@@ -6,7 +6,9 @@ extension Gateway {
     /// SIGHUP: read and validate the file off the loop, then swap the policy on it.
     func reload() {
         let path = configPath
-        let bound = LoopBound(self)
+        let loop = self.loop
+        // Only read back on the loop (in `loop.execute` below): never off it.
+        let bound = LoopBound(self, on: loop)
         Thread.detachNewThread {
             let result: Result<Reloaded, ConfigError>
             do throws(ConfigError) {
@@ -30,12 +32,11 @@ extension Gateway {
             } catch {
                 result = .failure(error)
             }
-            let outcome = LoopBound(result)
-            bound.value.loop.execute { bound.value.applyReload(outcome.value) }
+            loop.execute { bound.value.applyReload(result) }
         }
     }
 
-    struct Reloaded {
+    struct Reloaded: Sendable {
         var config: GatewayConfig
         var material: ServiceTokenMaterial
         var listenTLS: TLSServerContext?

@@ -71,8 +71,10 @@ final class TLSClientContext {
 }
 
 /// The server side: certificate chain and key from PEM files, TLS 1.2+, no compression,
-/// server cipher preference.
-final class TLSServerContext {
+/// server cipher preference. Configured entirely in `init` and never changed after, so it may
+/// be made on one thread (a reload's) and used on another (the loop's `SSL_new`), as OpenSSL
+/// allows for an `SSL_CTX` that is no longer being set up.
+final class TLSServerContext: @unchecked Sendable {
     let ctx: OpaquePointer
 
     init(certFile: String, keyFile: String) throws {

@@ -86,7 +86,7 @@ public enum AuditBenchmark {
         writer.flushAndStop()
         let status = writer.currentStatus
         if let failure = driver.failure {
-            throw AuditError(code: 1, message: "group-commit run stopped: \(failure)")
+            throw AuditError(.other, message: "group-commit run stopped: \(failure)")
         }
         return Outcome(pairs: driver.completed, seconds: Double(driver.endNanos - driver.startNanos) / 1e9,
                        commits: status.commits, records: status.records, chainProblem: nil)

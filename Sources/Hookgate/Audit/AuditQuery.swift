@@ -40,7 +40,7 @@ public final class AuditQuery {
                 """) ?? 0
         } catch {
             connection.close()
-            if error.code & 0xff == SQLITE_NOTADB {
+            if error.primaryResultCode == SQLITE_NOTADB {
                 throw .notAuditDatabase(path, why: "not an SQLite database")
             }
             throw .sqlite(error)

@@ -1,11 +1,16 @@
 import Foundation
+import Synchronization
 
-/// The one writer of the audit database: its own thread owns the SQLite connection and
-/// commits queued records in groups (many records per transaction, one fsync per group),
-/// then wakes the loop once per group with every job's result. Fail closed: a job whose
-/// records were not committed gets an error, and the caller 503. After a failure the
-/// connection is reopened on the next group, so the gateway recovers by itself.
-final class AuditWriter: @unchecked Sendable {
+/// The one writer of the audit database. Its own thread commits queued records in groups (many
+/// records per transaction, one fsync per group), then wakes the loop once per group with every
+/// job's result. Fail closed: a job whose records were not committed gets an error, and the
+/// caller 503. After a failure the connection is reopened on the next group, so the gateway
+/// recovers by itself; while idle the thread checks the file every second (for /readyz).
+///
+/// Threads: `submit` runs on the loop; `currentStatus` anywhere; `flushAndStop` on the thread
+/// that stops the gateway. What they share (the queue and the status) is behind one `Mutex`;
+/// the database itself (`AuditFile`) belongs to the writer thread alone once it starts.
+final class AuditWriter: Sendable {
     typealias Completion = (Result<Void, AuditError>) -> Void
 
     enum Item: Sendable {
@@ -13,12 +18,12 @@ final class AuditWriter: @unchecked Sendable {
         case response(AuditResponseRecord)
     }
 
-    private struct Job {
+    private struct Job: Sendable {
         let items: [Item]
         let completion: LoopBound<Completion>
     }
 
-    /// What /readyz and /metrics read (under the lock).
+    /// What /readyz and /metrics read.
     struct Status: Sendable {
         var healthy = true
         var lastError: String?
@@ -29,25 +34,186 @@ final class AuditWriter: @unchecked Sendable {
         var commitLatency = Histogram(bounds: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1])
     }
 
+    /// What the loop, the writer thread and readers of the status share.
+    private struct Shared: Sendable {
+        var queue: [Job] = []
+        var head = 0
+        var queuedItems = 0
+        var stopping = false
+        /// The writer waits for work: the next submit wakes it.
+        var writerIdle = false
+        var status = Status()
+    }
+
     private let loop: EventLoop
-    private let path: String
-    private let durability: Durability
-    private let maxBodyBytes: Int
-    private let busyTimeoutMs: Int
     private let maxQueue: Int
     /// Most records per transaction (whole jobs are never split). 1 turns group commit off:
     /// one transaction, and with durability full one fsync, per record (bench-audit measures it).
     private let maxBatch: Int
-    private let condition = NSCondition()
-    private var queue: [Job] = []
-    private var queuedItems = 0
-    private var stopping = false
-    private var stopped = false
-    private var status = Status()
+    private let shared = Mutex(Shared())
+    private let wake = DispatchSemaphore(value: 0)
+    private let stopped = DispatchSemaphore(value: 0)
     private let onFailure: @Sendable (String) -> Void
     private let onRecovery: @Sendable () -> Void
 
-    // Writer-thread state.
+    /// How often an idle writer checks that the file is still writable (for /readyz).
+    static let probeIntervalSeconds = 1.0
+
+    /// Opens (creating and migrating) the database now, on the calling thread, so that a
+    /// misconfigured path stops start-up with a clear error; then hands it to the writer thread.
+    init(loop: EventLoop, config: AuditConfig, maxBatch: Int = 1024, onRecovery: @escaping @Sendable () -> Void = {},
+         onFailure: @escaping @Sendable (String) -> Void) throws(AuditError) {
+        precondition(maxBatch >= 1, "maxBatch must be at least 1")
+        self.loop = loop
+        self.maxBatch = maxBatch
+        self.maxQueue = config.maxQueue
+        self.onFailure = onFailure
+        self.onRecovery = onRecovery
+        let file = try AuditFile(config: config)
+        let handoff = Handoff(file)
+        let thread = Thread { [self] in
+            ThreadName.set("hookgate-audit")
+            run(handoff.take())
+        }
+        thread.name = "hookgate-audit"
+        thread.start()
+    }
+
+    /// Queues records; `completion` runs on the loop once they are durable (or failed).
+    /// Returns false at once when the queue is full or the writer has stopped.
+    func submit(_ items: [Item], completion: @escaping Completion) -> Bool {
+        let job = Job(items: items, completion: LoopBound(completion, on: loop))
+        let (accepted, wakeWriter) = shared.withLock { s -> (Bool, Bool) in
+            guard !s.stopping, s.queuedItems + items.count <= maxQueue else { return (false, false) }
+            s.queue.append(job)
+            s.queuedItems += items.count
+            s.status.queueDepth = s.queuedItems
+            let idle = s.writerIdle
+            s.writerIdle = false
+            return (true, idle)
+        }
+        // Signalled after the lock is released, and only when the writer sleeps.
+        if wakeWriter { wake.signal() }
+        return accepted
+    }
+
+    var currentStatus: Status { shared.withLock { $0.status } }
+
+    /// Writes everything queued, then stops the thread (shutdown). Blocks the caller.
+    func flushAndStop() {
+        shared.withLock { $0.stopping = true }
+        wake.signal()
+        stopped.wait()
+    }
+
+    // MARK: - Writer thread
+
+    private func run(_ file: AuditFile) {
+        while true {
+            let next = shared.withLock { s -> (batch: [Job], count: Int, stop: Bool) in
+                if s.head == s.queue.count {
+                    s.queue.removeAll(keepingCapacity: true)
+                    s.head = 0
+                    if s.stopping { return ([], 0, true) }
+                    s.writerIdle = true
+                    return ([], 0, false)
+                }
+                var batch: [Job] = []
+                var count = 0
+                while s.head < s.queue.count && count < maxBatch {
+                    let job = s.queue[s.head]
+                    s.head += 1
+                    count += job.items.count
+                    batch.append(job)
+                }
+                s.queuedItems -= count
+                s.status.queueDepth = s.queuedItems
+                return (batch, count, false)
+            }
+            if next.stop { break }
+            if next.batch.isEmpty {
+                // Idle: wait for work; when a probe interval passes without any, check the file.
+                if wake.wait(timeout: .now() + Self.probeIntervalSeconds) == .timedOut {
+                    let idle = shared.withLock { s -> Bool in
+                        guard s.writerIdle else { return false }  // a submit came at the last moment
+                        return true
+                    }
+                    if idle { report(probe: file.probe()) }
+                }
+                continue
+            }
+            let started = EventLoop.monotonicNanos()
+            let result = file.commit(next.batch.flatMap(\.items))
+            let seconds = Double(EventLoop.monotonicNanos() - started) / 1e9
+            let wasHealthy = shared.withLock { s -> Bool in
+                let was = s.status.healthy
+                switch result {
+                case .success:
+                    s.status.commits += 1
+                    s.status.records += next.count
+                    s.status.commitLatency.observe(seconds)
+                    s.status.healthy = true
+                    s.status.lastError = nil
+                case .failure(let error):
+                    s.status.failures += 1
+                    s.status.healthy = false
+                    s.status.lastError = error.description
+                }
+                return was
+            }
+            switch result {
+            case .failure(let error): onFailure(error.description)
+            case .success: if !wasHealthy { onRecovery() }
+            }
+            let completions = next.batch.map(\.completion)
+            loop.execute {
+                for c in completions { c.value(result) }
+            }
+        }
+        file.close()
+        stopped.signal()
+    }
+
+    /// Readiness follows an idle probe of the file, both ways.
+    private func report(probe failure: AuditError?) {
+        let wasHealthy = shared.withLock { s -> Bool in
+            let was = s.status.healthy
+            s.status.healthy = failure == nil
+            s.status.lastError = failure?.description
+            return was
+        }
+        if let failure, wasHealthy { onFailure(failure.description) }
+        if failure == nil, !wasHealthy { onRecovery() }
+    }
+}
+
+/// A value handed once from the thread that made it to the thread that will own it from then
+/// on (the audit file, to the writer thread). `take` may be called once.
+private final class Handoff<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T?
+
+    init(_ value: T) { self.value = value }
+
+    func take() -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let taken = value else { preconditionFailure("Handoff taken twice") }
+        value = nil
+        return taken
+    }
+}
+
+/// The audit database as the writer thread uses it: the connection, its prepared statements,
+/// the head of the hash chain, and the checks on the file. Made (and opened) on the thread that
+/// starts the gateway, then owned by the writer thread alone (not `Sendable`).
+final class AuditFile {
+    typealias Item = AuditWriter.Item
+
+    private let path: String
+    private let durability: Durability
+    private let maxBodyBytes: Int
+    private let busyTimeoutMs: Int
     private var db: SQLiteConnection?
     private var fileIdentity: (dev: UInt64, ino: UInt64)?
     private var headSeq: Int64 = 0
@@ -60,125 +226,15 @@ final class AuditWriter: @unchecked Sendable {
     private var beginStatement: SQLiteStatement?
     private var commitStatement: SQLiteStatement?
 
-    /// Opens (creating and migrating) the database now, on the calling thread, so that a
-    /// misconfigured path stops start-up with a clear error; then starts the writer thread.
-    init(loop: EventLoop, config: AuditConfig, maxBatch: Int = 1024, onRecovery: @escaping @Sendable () -> Void = {},
-         onFailure: @escaping @Sendable (String) -> Void) throws(AuditError) {
-        self.onRecovery = onRecovery
-        precondition(maxBatch >= 1, "maxBatch must be at least 1")
-        self.loop = loop
-        self.maxBatch = maxBatch
-        self.path = config.path
-        self.durability = config.durability
-        self.maxBodyBytes = config.maxBodyBytes
-        self.busyTimeoutMs = config.busyTimeoutMs
-        self.maxQueue = config.maxQueue
-        self.onFailure = onFailure
+    init(config: AuditConfig) throws(AuditError) {
+        path = config.path
+        durability = config.durability
+        maxBodyBytes = config.maxBodyBytes
+        busyTimeoutMs = config.busyTimeoutMs
         try open()
-        let thread = Thread { [self] in
-            ThreadName.set("hookgate-audit")
-            run()
-        }
-        thread.name = "hookgate-audit"
-        thread.start()
     }
 
-    /// Queues records; `completion` runs on the loop once they are durable (or failed).
-    /// Returns false at once when the queue is full or the writer has stopped.
-    func submit(_ items: [Item], completion: @escaping Completion) -> Bool {
-        condition.lock()
-        guard !stopping, queuedItems + items.count <= maxQueue else {
-            condition.unlock()
-            return false
-        }
-        queue.append(Job(items: items, completion: LoopBound(completion, on: loop)))
-        queuedItems += items.count
-        status.queueDepth = queuedItems
-        condition.unlock()
-        // Signalled after unlocking, so the woken writer does not block on the lock still held
-        // here (one futex call per wake-up instead of two).
-        condition.signal()
-        return true
-    }
-
-    var currentStatus: Status {
-        condition.lock()
-        defer { condition.unlock() }
-        return status
-    }
-
-    /// Writes everything queued, then stops the thread (shutdown). Blocks the caller.
-    func flushAndStop() {
-        condition.lock()
-        stopping = true
-        condition.broadcast()
-        while !stopped { condition.wait() }
-        condition.unlock()
-    }
-
-    /// How often an idle writer checks that the file is still writable (for /readyz).
-    static let probeIntervalSeconds = 1.0
-
-    private func run() {
-        while true {
-            condition.lock()
-            while queue.isEmpty && !stopping {
-                if !condition.wait(until: Date(timeIntervalSinceNow: Self.probeIntervalSeconds)) && queue.isEmpty && !stopping {
-                    condition.unlock()
-                    probe()
-                    condition.lock()
-                }
-            }
-            if queue.isEmpty && stopping {
-                stopped = true
-                condition.broadcast()
-                condition.unlock()
-                break
-            }
-            var batch: [Job] = []
-            var count = 0
-            while !queue.isEmpty && count < maxBatch {
-                let job = queue.removeFirst()
-                count += job.items.count
-                batch.append(job)
-            }
-            queuedItems -= count
-            status.queueDepth = queuedItems
-            condition.unlock()
-
-            let started = EventLoop.monotonicNanos()
-            let result = commit(batch.flatMap(\.items))
-            let seconds = Double(EventLoop.monotonicNanos() - started) / 1e9
-
-            condition.lock()
-            let wasHealthy = status.healthy
-            switch result {
-            case .success:
-                status.commits += 1
-                status.records += count
-                status.commitLatency.observe(seconds)
-                status.healthy = true
-                status.lastError = nil
-            case .failure(let error):
-                status.failures += 1
-                status.healthy = false
-                status.lastError = error.description
-            }
-            condition.unlock()
-            switch result {
-            case .failure(let error): onFailure(error.description)
-            case .success: if !wasHealthy { onRecovery() }
-            }
-
-            let completions = batch.map(\.completion)
-            loop.execute {
-                for c in completions { c.value(result) }
-            }
-        }
-        db?.close()
-    }
-
-    // MARK: - Writer thread
+    func close() { closeConnection() }
 
     private func open() throws(AuditError) {
         let connection = try AuditSchema.openForWriting(path: path, durability: durability, busyTimeoutMs: busyTimeoutMs)
@@ -229,44 +285,39 @@ final class AuditWriter: @unchecked Sendable {
             // and start over on a new file with the next group.
             guard exists, let opened = fileIdentity, opened == (UInt64(st.st_dev), UInt64(st.st_ino)) else {
                 closeConnection()
-                throw AuditError(code: 14, message: "audit file \(path) was removed or replaced; a new file is started")
+                throw AuditError(.fileReplaced, message: "audit file \(path) was removed or replaced; a new file is started")
             }
         }
         if exists {
             if access(path, W_OK) != 0 {
-                throw AuditError(code: 8, message: "audit file \(path) is not writable: \(String(cString: strerror(errno)))")
+                throw AuditError(.notWritable, message: "audit file \(path) is not writable: \(String(cString: strerror(errno)))")
             }
             // root passes access(W_OK) whatever the mode: a file an operator made read-only
             // (no write bit for anyone) is treated as not writable all the same.
             if st.st_mode & 0o222 == 0 {
-                throw AuditError(code: 8, message: "audit file \(path) is read-only (no write permission bits)")
+                throw AuditError(.notWritable, message: "audit file \(path) is read-only (no write permission bits)")
             }
         }
         if db == nil { try open() }
     }
 
     /// While idle: the same checks as before a group, without writing anything, so that
-    /// /readyz follows the file's writability within a probe interval, both ways.
-    private func probe() {
-        var failure: AuditError?
-        do throws(AuditError) { try checkFile() } catch {
-            failure = error
+    /// /readyz follows the file's writability within a probe interval, both ways. Nil: fine.
+    func probe() -> AuditError? {
+        do throws(AuditError) {
+            try checkFile()
+            return nil
+        } catch {
             closeConnection()
+            return error
         }
-        condition.lock()
-        let wasHealthy = status.healthy
-        status.healthy = failure == nil
-        status.lastError = failure?.description
-        condition.unlock()
-        if let failure, wasHealthy { onFailure(failure.description) }
-        if failure == nil, !wasHealthy { onRecovery() }
     }
 
-    private func commit(_ items: [Item]) -> Result<Void, AuditError> {
+    func commit(_ items: [Item]) -> Result<Void, AuditError> {
         do throws(AuditError) {
             try checkFile()
             guard let db, let insertRequest, let insertResponse, let beginStatement, let commitStatement else {
-                throw AuditError(code: 21, message: "audit database is not open")
+                throw AuditError(.other, message: "audit database is not open")
             }
             try beginStatement.run([])
             var seq = headSeq, hash = headHash

@@ -2,21 +2,54 @@ import CSQLite
 
 /// Every SQLite failure: the result code, SQLite's message and the statement (never the
 /// bound values, which may hold audit content).
-public struct AuditError: Error, CustomStringConvertible, Sendable {
-    public var code: Int32
+/// Why the audit database could not be used, shaped like GRDB's `DatabaseError`: SQLite's own
+/// failures keep their extended result code (and the statement's SQL, never bound values); the
+/// gateway's own findings about the file have cases of their own instead of borrowed codes.
+public struct AuditError: Error, CustomStringConvertible, Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        /// SQLite failed with this extended result code.
+        case sqlite(resultCode: Int32)
+        /// The audit file exists but may not be written (permissions, no write bit).
+        case notWritable
+        /// The file the writer had open was removed or replaced by another.
+        case fileReplaced
+        /// The file is SQLite but not one this gateway can use (no WAL, a newer schema).
+        case unusable
+        /// A failure outside SQLite (a benchmark run that stopped).
+        case other
+    }
+
+    public var kind: Kind
     public var message: String
+    /// The statement that failed, without its bound values.
     public var sql: String?
 
+    /// SQLite's extended result code, for `.sqlite`.
+    public var resultCode: Int32? { if case .sqlite(let code) = kind { code } else { nil } }
+    /// SQLite's primary result code (the low byte of the extended one), for `.sqlite`.
+    public var primaryResultCode: Int32? { resultCode.map { $0 & 0xff } }
+
     public var description: String {
-        var s = "SQLite error \(code): \(message)"
+        var s: String
+        switch kind {
+        case .sqlite(let code):
+            s = code & 0xff == code ? "SQLite error \(code): \(message)" : "SQLite error \(code & 0xff) (extended \(code)): \(message)"
+        case .notWritable, .fileReplaced, .unusable, .other:
+            s = message
+        }
         if let sql { s += " (\(sql.prefix(120)))" }
         return s
     }
 
-    init(code: Int32, message: String, sql: String? = nil) {
-        self.code = code
+    init(_ kind: Kind, message: String, sql: String? = nil) {
+        self.kind = kind
         self.message = message
         self.sql = sql
+    }
+
+    /// A failure SQLite reported with `code`.
+    init(sqlite code: Int32, message: String, sql: String? = nil) {
+        self.init(.sqlite(resultCode: code), message: message, sql: sql)
     }
 }
 
@@ -35,7 +68,7 @@ final class SQLiteConnection {
         guard rc == SQLITE_OK, let handle else {
             let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "cannot open"
             sqlite3_close_v2(handle)  // a failed open still allocates a handle
-            throw AuditError(code: rc, message: "\(message): \(path)")
+            throw AuditError(sqlite: rc, message: "\(message): \(path)")
         }
         db = handle
         sqlite3_extended_result_codes(handle, 1)
@@ -51,13 +84,13 @@ final class SQLiteConnection {
     }
 
     func execute(_ sql: String) throws(AuditError) {
-        guard let db else { throw AuditError(code: SQLITE_MISUSE, message: "database is closed", sql: sql) }
+        guard let db else { throw AuditError(sqlite: SQLITE_MISUSE, message: "database is closed", sql: sql) }
         var errorMessage: UnsafeMutablePointer<CChar>?
         let rc = sqlite3_exec(db, sql, nil, nil, &errorMessage)
         if rc != SQLITE_OK {
             let message = errorMessage.map { String(cString: $0) } ?? String(cString: sqlite3_errmsg(db))
             sqlite3_free(errorMessage)
-            throw AuditError(code: rc, message: message, sql: sql)
+            throw AuditError(sqlite: rc, message: message, sql: sql)
         }
     }
 
@@ -66,7 +99,7 @@ final class SQLiteConnection {
     }
 
     func error(_ rc: Int32, sql: String?) -> AuditError {
-        AuditError(code: rc, message: db.map { String(cString: sqlite3_errmsg($0)) } ?? "closed", sql: sql)
+        AuditError(sqlite: rc, message: db.map { String(cString: sqlite3_errmsg($0)) } ?? "closed", sql: sql)
     }
 
     /// First column of the first row as an integer (PRAGMA user_version and the like).
@@ -89,7 +122,7 @@ final class SQLiteStatement {
     fileprivate init(connection: SQLiteConnection, sql: String) throws(AuditError) {
         self.connection = connection
         self.sql = sql
-        guard let db = connection.db else { throw AuditError(code: SQLITE_MISUSE, message: "database is closed", sql: sql) }
+        guard let db = connection.db else { throw AuditError(sqlite: SQLITE_MISUSE, message: "database is closed", sql: sql) }
         let rc = sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
         guard rc == SQLITE_OK else { throw connection.error(rc, sql: sql) }
     }

@@ -89,7 +89,7 @@ enum AuditSchema {
         let mode = try db.prepare("PRAGMA journal_mode = WAL")
         let isWAL = try mode.step() && mode.text(0)?.lowercased() == "wal"
         mode.reset()
-        guard isWAL else { throw AuditError(code: 1, message: "cannot switch \(path) to WAL mode") }
+        guard isWAL else { throw AuditError(.unusable, message: "cannot switch \(path) to WAL mode") }
         try db.execute("PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
         try migrate(db)
         return db
@@ -98,7 +98,7 @@ enum AuditSchema {
     static func migrate(_ db: SQLiteConnection) throws(AuditError) {
         let current = try db.scalarInt("PRAGMA user_version") ?? 0
         guard current <= version else {
-            throw AuditError(code: 1, message: "audit database schema \(current) is newer than this gateway's (\(version))")
+            throw AuditError(.unusable, message: "audit database schema \(current) is newer than this gateway's (\(version))")
         }
         var v = current
         while v < version {

@@ -34,10 +34,23 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+        // Not the product: the bundled Hookshot simulator with its throwaway PKI (demos, tests),
+        // and the audit-path benchmark. They reach the core through `package` declarations.
+        .target(
+            name: "HookgateSimulator",
+            dependencies: [
+                "Hookgate", "COpenSSL",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "HookgateBench",
+            dependencies: ["Hookgate"],
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "hookgate",
             dependencies: [
-                "Hookgate",
+                "Hookgate", "HookgateSimulator", "HookgateBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
@@ -49,7 +62,7 @@ let package = Package(
             name: "HookgateIntegrationTests",
             // Depends on the executable so that `swift test` builds it: these tests run the
             // real `hookgate` binary (serve, simulate-upstream) over real sockets.
-            dependencies: ["Hookgate", "hookgate"],
+            dependencies: ["Hookgate", "HookgateSimulator", "hookgate"],
             swiftSettings: swiftSettings),
     ]
 )

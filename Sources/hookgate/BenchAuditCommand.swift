@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Hookgate
+import HookgateSimulator
+import HookgateBench
 
 struct BenchAuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Hookgate
+import HookgateSimulator
+import HookgateBench
 
 struct SimulateUpstreamCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Hookgate
+import HookgateSimulator
 
 /// What ops rely on: reload, limits, slow and many clients, the audit commands.
 @Suite struct OperationsTests {

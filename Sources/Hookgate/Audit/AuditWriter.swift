@@ -10,10 +10,10 @@ import Synchronization
 /// Threads: `submit` runs on the loop; `currentStatus` anywhere; `flushAndStop` on the thread
 /// that stops the gateway. What they share (the queue and the status) is behind one `Mutex`;
 /// the database itself (`AuditFile`) belongs to the writer thread alone once it starts.
-final class AuditWriter: Sendable {
-    typealias Completion = (Result<Void, AuditError>) -> Void
+package final class AuditWriter: Sendable {
+    package typealias Completion = (Result<Void, AuditError>) -> Void
 
-    enum Item: Sendable {
+    package enum Item: Sendable {
         case request(AuditRequestRecord)
         case response(AuditResponseRecord)
     }
@@ -24,13 +24,13 @@ final class AuditWriter: Sendable {
     }
 
     /// What /readyz and /metrics read.
-    struct Status: Sendable {
-        var healthy = true
-        var lastError: String?
-        var failures = 0
-        var commits = 0
-        var records = 0
-        var queueDepth = 0
+    package struct Status: Sendable {
+        package var healthy = true
+        package var lastError: String?
+        package var failures = 0
+        package var commits = 0
+        package var records = 0
+        package var queueDepth = 0
         var commitLatency = Histogram(bounds: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1])
     }
 
@@ -61,7 +61,7 @@ final class AuditWriter: Sendable {
 
     /// Opens (creating and migrating) the database now, on the calling thread, so that a
     /// misconfigured path stops start-up with a clear error; then hands it to the writer thread.
-    init(loop: EventLoop, config: AuditConfig, maxBatch: Int = 1024, onRecovery: @escaping @Sendable () -> Void = {},
+    package init(loop: EventLoop, config: AuditConfig, maxBatch: Int = 1024, onRecovery: @escaping @Sendable () -> Void = {},
          onFailure: @escaping @Sendable (String) -> Void) throws(AuditError) {
         precondition(maxBatch >= 1, "maxBatch must be at least 1")
         self.loop = loop
@@ -81,7 +81,7 @@ final class AuditWriter: Sendable {
 
     /// Queues records; `completion` runs on the loop once they are durable (or failed).
     /// Returns false at once when the queue is full or the writer has stopped.
-    func submit(_ items: [Item], completion: @escaping Completion) -> Bool {
+    package func submit(_ items: [Item], completion: @escaping Completion) -> Bool {
         let job = Job(items: items, completion: LoopBound(completion, on: loop))
         let (accepted, wakeWriter) = shared.withLock { s -> (Bool, Bool) in
             guard !s.stopping, s.queuedItems + items.count <= maxQueue else { return (false, false) }
@@ -97,10 +97,10 @@ final class AuditWriter: Sendable {
         return accepted
     }
 
-    var currentStatus: Status { shared.withLock { $0.status } }
+    package var currentStatus: Status { shared.withLock { $0.status } }
 
     /// Writes everything queued, then stops the thread (shutdown). Blocks the caller.
-    func flushAndStop() {
+    package func flushAndStop() {
         shared.withLock { $0.stopping = true }
         wake.signal()
         stopped.wait()

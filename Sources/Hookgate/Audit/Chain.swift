@@ -3,11 +3,11 @@
 /// `hash` = SHA-256 of its canonical content: a domain tag, the table name, then each column of
 /// `AuditSchema.*Columns` (seq and prev_hash included) as a type tag, a big-endian length and
 /// the bytes. Editing, deleting, inserting or reordering any record breaks the chain.
-enum AuditChain {
-    static let genesis = String(repeating: "0", count: 64)
+package enum AuditChain {
+    package static let genesis = String(repeating: "0", count: 64)
     static let domain = Array("hookgate-audit-chain-v1".utf8)
 
-    static func hash(table: String, values: [SQLValue], context: SHA256Context? = nil) -> String {
+    package static func hash(table: String, values: [SQLValue], context: SHA256Context? = nil) -> String {
         var bytes = [UInt8]()
         return hash(table: table, values: values, context: context, buffer: &bytes)
     }
@@ -59,7 +59,7 @@ enum AuditChain {
     }
 
     /// Walks both tables in `seq` order and checks every link and hash.
-    static func verify(_ db: SQLiteConnection) throws(AuditError) -> Report {
+    package static func verify(_ db: SQLiteConnection) throws(AuditError) -> Report {
         let q = try db.prepare("SELECT \(AuditSchema.requestColumns.joined(separator: ", ")), hash FROM audit_requests ORDER BY seq")
         let r = try db.prepare("SELECT \(AuditSchema.responseColumns.joined(separator: ", ")), hash FROM audit_responses ORDER BY seq")
         var nextQ = try row(q, width: AuditSchema.requestColumns.count)

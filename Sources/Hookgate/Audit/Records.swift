@@ -14,8 +14,26 @@ public struct AuditRequestRecord: Sendable, Equatable {
     public var clientRequestID: String?
     public var configVersion: String
 
+    package init(requestID: String, receivedAt: String, clientAddr: String, team: String?, keyFingerprint: String?,
+                 method: String, path: String, hookID: String?, eventRequestID: String?, decision: String,
+                 userAgent: String?, clientRequestID: String?, configVersion: String) {
+        self.requestID = requestID
+        self.receivedAt = receivedAt
+        self.clientAddr = clientAddr
+        self.team = team
+        self.keyFingerprint = keyFingerprint
+        self.method = method
+        self.path = path
+        self.hookID = hookID
+        self.eventRequestID = eventRequestID
+        self.decision = decision
+        self.userAgent = userAgent
+        self.clientRequestID = clientRequestID
+        self.configVersion = configVersion
+    }
+
     /// Values in `AuditSchema.requestColumns` order (without seq and prev_hash).
-    var values: [SQLValue] {
+    package var values: [SQLValue] {
         [.text(requestID), .text(receivedAt), .text(clientAddr), team.sql, keyFingerprint.sql, .text(method),
          .text(path), hookID.sql, eventRequestID.sql, .text(decision), userAgent.sql, clientRequestID.sql,
          .text(configVersion)]
@@ -37,7 +55,22 @@ public struct AuditResponseRecord: Sendable, Equatable {
     public var upstreamBody: [UInt8]?
     public var detail: String?
 
-    func values(maxBodyBytes: Int) -> [SQLValue] {
+    package init(requestID: String, completedAt: String, decision: String, status: Int, upstreamStatus: Int?,
+                 upstreamMs: Double?, totalMs: Double, upstreamContentType: String?, upstreamBody: [UInt8]?,
+                 detail: String?) {
+        self.requestID = requestID
+        self.completedAt = completedAt
+        self.decision = decision
+        self.status = status
+        self.upstreamStatus = upstreamStatus
+        self.upstreamMs = upstreamMs
+        self.totalMs = totalMs
+        self.upstreamContentType = upstreamContentType
+        self.upstreamBody = upstreamBody
+        self.detail = detail
+    }
+
+    package func values(maxBodyBytes: Int) -> [SQLValue] {
         let fields = upstreamBody.map(EventFields.parse) ?? EventFields()
         var stored: SQLValue = .null
         if let body = upstreamBody {

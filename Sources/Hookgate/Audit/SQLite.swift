@@ -41,14 +41,14 @@ public struct AuditError: Error, CustomStringConvertible, Sendable, Equatable {
         return s
     }
 
-    init(_ kind: Kind, message: String, sql: String? = nil) {
+    package init(_ kind: Kind, message: String, sql: String? = nil) {
         self.kind = kind
         self.message = message
         self.sql = sql
     }
 
     /// A failure SQLite reported with `code`.
-    init(sqlite code: Int32, message: String, sql: String? = nil) {
+    package init(sqlite code: Int32, message: String, sql: String? = nil) {
         self.init(.sqlite(resultCode: code), message: message, sql: sql)
     }
 }
@@ -56,11 +56,11 @@ public struct AuditError: Error, CustomStringConvertible, Sendable, Equatable {
 /// One SQLite connection. Owns the `sqlite3*` (closed in `close()` or `deinit`); each
 /// statement keeps its connection alive, so a statement never outlives its database.
 /// Used by one thread at a time (the audit writer, or a CLI command).
-final class SQLiteConnection {
+package final class SQLiteConnection {
     private(set) var db: OpaquePointer?
     let path: String
 
-    init(path: String, readOnly: Bool = false) throws(AuditError) {
+    package init(path: String, readOnly: Bool = false) throws(AuditError) {
         self.path = path
         var handle: OpaquePointer?
         let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
@@ -76,14 +76,14 @@ final class SQLiteConnection {
 
     deinit { close() }
 
-    func close() {
+    package func close() {
         if let db {
             sqlite3_close_v2(db)
             self.db = nil
         }
     }
 
-    func execute(_ sql: String) throws(AuditError) {
+    package func execute(_ sql: String) throws(AuditError) {
         guard let db else { throw AuditError(sqlite: SQLITE_MISUSE, message: "database is closed", sql: sql) }
         var errorMessage: UnsafeMutablePointer<CChar>?
         let rc = sqlite3_exec(db, sql, nil, nil, &errorMessage)
@@ -94,7 +94,7 @@ final class SQLiteConnection {
         }
     }
 
-    func prepare(_ sql: String) throws(AuditError) -> SQLiteStatement {
+    package func prepare(_ sql: String) throws(AuditError) -> SQLiteStatement {
         try SQLiteStatement(connection: self, sql: sql)
     }
 
@@ -112,7 +112,7 @@ final class SQLiteConnection {
 }
 
 /// A prepared statement; finalized in `deinit`.
-final class SQLiteStatement {
+package final class SQLiteStatement {
     private let connection: SQLiteConnection
     private var statement: OpaquePointer?
     let sql: String
@@ -175,7 +175,7 @@ final class SQLiteStatement {
     /// are copied once into the statement's own buffer and bound from there without SQLite
     /// copying them again (SQLITE_STATIC: a malloc per value fewer); the buffer stays pinned
     /// and unchanged until the statement is reset and its bindings cleared.
-    func run(_ values: [SQLValue]) throws(AuditError) {
+    package func run(_ values: [SQLValue]) throws(AuditError) {
         reset()
         arena.removeAll(keepingCapacity: true)
         for value in values {

@@ -1,17 +1,17 @@
 /// The audit database's schema, created and migrated by the gateway (`PRAGMA user_version`).
 /// docs/audit.md documents it for compliance; the column lists below are also the order in
 /// which each record's hash covers its content.
-enum AuditSchema {
+package enum AuditSchema {
     static let version: Int64 = 2
 
     /// Columns of `audit_requests` covered by the hash, in hashing order.
-    static let requestColumns = [
+    package static let requestColumns = [
         "seq", "request_id", "received_at", "client_addr", "team", "key_fingerprint", "method", "path",
         "hook_id", "event_request_id", "decision", "user_agent", "client_request_id", "config_version", "prev_hash",
     ]
 
     /// Columns of `audit_responses` covered by the hash, in hashing order.
-    static let responseColumns = [
+    package static let responseColumns = [
         "seq", "request_id", "completed_at", "decision", "status", "upstream_status", "upstream_ms", "total_ms",
         "delivery_id", "event", "tenant_id", "upstream_content_type", "upstream_body", "upstream_body_bytes",
         "detail", "prev_hash",
@@ -83,7 +83,7 @@ enum AuditSchema {
     ]
 
     /// Opens (creating if needed) and migrates the database at `path` for writing.
-    static func openForWriting(path: String, durability: Durability, busyTimeoutMs: Int) throws(AuditError) -> SQLiteConnection {
+    package static func openForWriting(path: String, durability: Durability, busyTimeoutMs: Int) throws(AuditError) -> SQLiteConnection {
         let db = try SQLiteConnection(path: path)
         try db.execute("PRAGMA busy_timeout = \(busyTimeoutMs)")
         let mode = try db.prepare("PRAGMA journal_mode = WAL")

@@ -276,14 +276,14 @@ final class ClientConnection {
 
 /// One request received on a listener (or, with `error`, one that could not be read),
 /// answered exactly once with `respond`. Loop thread only.
-final class ServerRequest {
+package final class ServerRequest {
     private let connection: ClientConnection
-    let head: RequestHead
-    let bodyLength: Int
+    package let head: RequestHead
+    package let bodyLength: Int
     /// Empty unless the listener retains bodies.
-    let body: [UInt8]
+    package let body: [UInt8]
     /// Why the request could not be read; the answer then closes the connection.
-    let error: RequestError?
+    package let error: RequestError?
     private(set) var responded = false
 
     init(connection: ClientConnection, head: RequestHead, bodyLength: Int, body: [UInt8], error: RequestError?) {
@@ -294,18 +294,18 @@ final class ServerRequest {
         self.error = error
     }
 
-    var method: String { head.method }
+    package var method: String { head.method }
     /// The request-target in origin-form (path and query).
-    var target: String { head.target }
-    var peerAddress: String { connection.peerAddress }
+    package var target: String { head.target }
+    package var peerAddress: String { connection.peerAddress }
 
-    func headerValues(_ name: String) -> [String] { head.values(name) }
+    package func headerValues(_ name: String) -> [String] { head.values(name) }
 
     /// Sends the answer. `keepAlive` false closes the connection after it (it closes anyway
     /// after a request error or when the client asked to). `written`, if given, runs once the
     /// answer has left the process or the connection has closed.
     /// `interim`: 1xx answers sent first (the simulator's; the gateway sends none).
-    func respond(status: Int, reason: String? = nil, headers: [(String, String)], body: [UInt8],
+    package func respond(status: Int, reason: String? = nil, headers: [(String, String)], body: [UInt8],
                  keepAlive: Bool = true, interim: [(Int, [(String, String)])] = [], written: (() -> Void)? = nil) {
         precondition(!responded, "a request must be answered exactly once")
         responded = true
@@ -315,7 +315,7 @@ final class ServerRequest {
     }
 
     /// Drops the connection without an answer.
-    func abortConnection() {
+    package func abortConnection() {
         precondition(!responded, "a request must be answered exactly once")
         responded = true
         connection.abort(self)

@@ -6,16 +6,22 @@
 /// One request at a time: while a request is being handled, further (pipelined) bytes wait
 /// in the socket's buffer and are parsed after the answer, so answers leave in order.
 /// Times are monotonic nanoseconds.
-struct ConnectionStateMachine {
-    struct Limits: Equatable {
-        var parser = RequestParser.Limits()
+package struct ConnectionStateMachine {
+    package struct Limits: Equatable {
+        package var parser = RequestParser.Limits()
         /// A request must arrive whole within this time of the connection's accept or of the
         /// previous answer (slowloris); nil: no deadline.
-        var requestDeadlineMs: Int? = 15_000
+        package var requestDeadlineMs: Int? = 15_000
         /// After an answer that closes the connection: how long its bytes may take to leave,
         /// then how long input is read and dropped after the write side is shut (lingering
         /// close), so that the client reads the answer rather than a reset.
-        var lingerMs = 2000
+        package var lingerMs = 2000
+
+        package init(parser: RequestParser.Limits = RequestParser.Limits(), requestDeadlineMs: Int? = 15_000, lingerMs: Int = 2000) {
+            self.parser = parser
+            self.requestDeadlineMs = requestDeadlineMs
+            self.lingerMs = lingerMs
+        }
     }
 
     enum Phase: Equatable {

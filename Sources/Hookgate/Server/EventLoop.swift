@@ -71,7 +71,7 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Runs `work` on the next loop iteration; for use on the loop thread only (no Sendable
     /// requirement, unlike `execute`).
-    func soon(_ work: @escaping () -> Void) {
+    package func soon(_ work: @escaping () -> Void) {
         let box = Unmanaged.passRetained(LocalWorkBox(work)).toOpaque()
         var now = timeval(tv_sec: 0, tv_usec: 0)
         let rc = event_base_once(base, -1, Int16(EV_TIMEOUT), { _, _, arg in
@@ -83,7 +83,7 @@ public final class EventLoop: @unchecked Sendable {
 
     /// A one-shot timer that calls `fire` on the loop after `milliseconds`.
     /// The returned timer cancels itself when released.
-    func timer(after milliseconds: Int, _ fire: @escaping () -> Void) -> LoopTimer {
+    package func timer(after milliseconds: Int, _ fire: @escaping () -> Void) -> LoopTimer {
         let t = LoopTimer(loop: self, fire)
         t.arm(milliseconds: milliseconds)
         return t
@@ -117,7 +117,7 @@ private final class WorkBox {
 /// the timer frees the event in `deinit`, so the callback can never outlive its target.
 /// A one-shot timer forgets its action when it fires or is cancelled; one made with
 /// `keepsAction` runs the same action each time it is armed and fires (no closure per deadline).
-final class LoopTimer {
+package final class LoopTimer {
     private var event: OpaquePointer?
     private var fire: (() -> Void)?
     private let keepsAction: Bool
@@ -143,7 +143,7 @@ final class LoopTimer {
         event_add(event, &tv)
     }
 
-    func cancel() {
+    package func cancel() {
         if !keepsAction { fire = nil }
         if let event { event_del(event) }
     }
@@ -154,11 +154,11 @@ final class LoopTimer {
 }
 
 /// A persistent signal watcher on the loop (SIGTERM, SIGINT, SIGHUP).
-final class SignalWatcher {
+package final class SignalWatcher {
     private var event: OpaquePointer?
     private let handler: () -> Void
 
-    init(loop: EventLoop, signal: Int32, _ handler: @escaping () -> Void) {
+    package init(loop: EventLoop, signal: Int32, _ handler: @escaping () -> Void) {
         self.handler = handler
         self.event = event_new(loop.base, signal, Int16(EV_SIGNAL | EV_PERSIST), { _, _, arg in
             guard let arg else { return }
@@ -168,7 +168,7 @@ final class SignalWatcher {
         event_add(event, nil)
     }
 
-    func cancel() { if let event { event_del(event) } }
+    package func cancel() { if let event { event_del(event) } }
 
     deinit { if let event { event_free(event) } }
 }

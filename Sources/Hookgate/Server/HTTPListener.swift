@@ -18,12 +18,16 @@ public struct ServerError: Error, CustomStringConvertible, Sendable {
 /// Ownership: owns its `evconnlistener` (freed in `stopAccepting()`/`close()`/`deinit`, which
 /// closes the socket) and its connections (each owns its bufferevent). libevent callbacks get
 /// an unretained pointer to the listener, valid because the evconnlistener dies first.
-final class HTTPListener {
-    typealias Handler = (ServerRequest) -> Void
+package final class HTTPListener {
+    package typealias Handler = (ServerRequest) -> Void
 
-    struct Limits: Equatable {
-        var maxConnections = 1024
-        var connection = ConnectionStateMachine.Limits()
+    package struct Limits: Equatable {
+        package var maxConnections = 1024
+        package var connection = ConnectionStateMachine.Limits()
+        package init(maxConnections: Int = 1024, connection: ConnectionStateMachine.Limits = ConnectionStateMachine.Limits()) {
+            self.maxConnections = maxConnections
+            self.connection = connection
+        }
     }
 
     let loop: EventLoop
@@ -31,7 +35,7 @@ final class HTTPListener {
     let handler: Handler
     private var tls: TLSServerContext?
     private(set) var limits: Limits
-    private(set) var boundPort = 0
+    package private(set) var boundPort = 0
     private var connections: [ObjectIdentifier: ClientConnection] = [:]
     private(set) var acceptedConnections = 0
     /// Requests refused because they did not arrive whole in time.
@@ -41,7 +45,7 @@ final class HTTPListener {
     private(set) var draining = false
     let dates = HTTPDate()
 
-    init(loop: EventLoop, address: String, port: Int, tls: TLSServerContext?, limits: Limits,
+    package init(loop: EventLoop, address: String, port: Int, tls: TLSServerContext?, limits: Limits,
          handler: @escaping Handler) throws {
         self.loop = loop
         self.tls = tls
@@ -149,7 +153,7 @@ final class HTTPListener {
     }
 
     /// Closes the socket and every connection at once.
-    func close() {
+    package func close() {
         stopAccepting()
         for connection in Array(connections.values) { connection.close() }
         connections.removeAll()

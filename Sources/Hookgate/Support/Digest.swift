@@ -38,7 +38,7 @@ public enum SHA256 {
 
 /// A reusable SHA-256 context for one thread's repeated hashing (the audit writer): saves the
 /// allocation and set-up of a context per hash. Owns its `EVP_MD_CTX`, freed in `deinit`.
-final class SHA256Context {
+package final class SHA256Context {
     private let ctx: OpaquePointer
 
     init() {

@@ -47,7 +47,7 @@ final class RequestIDSource {
 public enum UUIDText {
     private static let hex = Array("0123456789abcdef".utf8)
 
-    static func format(_ bytes: [UInt8]) -> String {
+    package static func format(_ bytes: [UInt8]) -> String {
         precondition(bytes.count == 16)
         var high: UInt64 = 0, low: UInt64 = 0
         for i in 0..<8 {

@@ -1,10 +1,10 @@
 import Foundation
 
-enum ProcessSignals {
+package enum ProcessSignals {
     /// Ignores SIGPIPE (a peer that resets mid-write must not kill the process) and unblocks
     /// the signals the loop watches: a parent may have spawned us with them blocked, and a
     /// blocked SIGTERM would never reach libevent's handler.
-    static func prepare() {
+    package static func prepare() {
         signal(SIGPIPE, SIG_IGN)
         var set = sigset_t()
         sigemptyset(&set)

@@ -3,8 +3,8 @@ import COpenSSL
 /// A TLS failure with OpenSSL's own words (error queue or verify result).
 public struct TLSError: Error, CustomStringConvertible, Sendable {
     public var description: String
-    init(_ what: String) { description = "\(what): \(TLSError.drainQueue())" }
-    init(plain: String) { description = plain }
+    package init(_ what: String) { description = "\(what): \(TLSError.drainQueue())" }
+    package init(plain: String) { description = plain }
 
     /// Pops OpenSSL's thread-local error queue into one line.
     static func drainQueue() -> String {
@@ -74,10 +74,10 @@ final class TLSClientContext {
 /// server cipher preference. Configured entirely in `init` and never changed after, so it may
 /// be made on one thread (a reload's) and used on another (the loop's `SSL_new`), as OpenSSL
 /// allows for an `SSL_CTX` that is no longer being set up.
-final class TLSServerContext: @unchecked Sendable {
+package final class TLSServerContext: @unchecked Sendable {
     let ctx: OpaquePointer
 
-    init(certFile: String, keyFile: String) throws {
+    package init(certFile: String, keyFile: String) throws {
         ERR_clear_error()
         guard let ctx = SSL_CTX_new(TLS_server_method()) else { throw TLSError("SSL_CTX_new") }
         self.ctx = ctx
@@ -100,8 +100,8 @@ final class TLSServerContext: @unchecked Sendable {
     func makeSSL() -> OpaquePointer? { SSL_new(ctx) }
 }
 
-enum HostName {
-    static func isIPLiteral(_ host: String) -> Bool {
+package enum HostName {
+    package static func isIPLiteral(_ host: String) -> Bool {
         if host.contains(":") { return true }  // IPv6
         let parts = host.split(separator: ".", omittingEmptySubsequences: false)
         return parts.count == 4 && parts.allSatisfy { p in !p.isEmpty && p.count <= 3 && p.allSatisfy(\.isNumber) }

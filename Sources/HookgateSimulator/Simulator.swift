@@ -1,4 +1,5 @@
 import Foundation
+public import Hookgate
 import Logging
 
 /// `hookgate simulate-upstream`: an HTTPS Hookshot that speaks the upstream contract, for

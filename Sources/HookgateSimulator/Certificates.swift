@@ -1,5 +1,6 @@
 import COpenSSL
 import Foundation
+import Hookgate
 
 /// Throwaway certificates for the simulator, demos and tests: a CA and a server
 /// certificate signed by it (ECDSA P-256, SHA-256), valid from an hour ago for `validHours`.

@@ -1,4 +1,5 @@
 import Foundation
+public import Hookgate
 
 /// The engine of `hookgate bench-audit` (the command only parses options and prints): commits
 /// request/response pairs of realistic audit records into a fresh database and times it.

@@ -1,3 +1,5 @@
+// Threads: the audit writer thread (hashing) and the CLI (`audit verify`); pure but for the SQLite reads.
+
 /// The hash chain over audit records. Every record (request or response) takes the next
 /// `seq` and stores `prev_hash` (the previous record's hash; 64 zeros for the first) and
 /// `hash` = SHA-256 of its canonical content: a domain tag, the table name, then each column of

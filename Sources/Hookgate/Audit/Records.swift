@@ -1,3 +1,5 @@
+// Threads: made on the loop, read on the audit writer thread (values, Sendable).
+
 /// What the gateway records when a request arrives (before anything is forwarded).
 public struct AuditRequestRecord: Sendable, Equatable {
     public var requestID: String

@@ -1,3 +1,5 @@
+// Threads: whoever opens the database (the gateway at start, the writer thread after a failure, the CLI).
+
 /// The audit database's schema, created and migrated by the gateway (`PRAGMA user_version`).
 /// docs/audit.md documents it for compliance; the column lists below are also the order in
 /// which each record's hash covers its content.

@@ -1,3 +1,5 @@
+// Threads: any (values).
+
 /// One thing wrong with a configuration file, at a JSON path such as
 /// `teams[2].rate_limit.burst` (`(file)` when the file itself cannot be read or parsed).
 public struct ConfigProblem: Sendable, Equatable, CustomStringConvertible {

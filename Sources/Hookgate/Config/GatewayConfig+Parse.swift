@@ -1,5 +1,7 @@
 import Foundation
 
+// Threads: any; runs at start and on the reload thread, never on the loop.
+
 extension GatewayConfig {
     /// Decodes and validates a configuration file's bytes.
     ///

@@ -1,3 +1,5 @@
+// Threads: any (Sendable values).
+
 /// The whole configuration file, decoded and validated (see docs/configuration.md).
 ///
 /// Build one with `GatewayConfig.parse(_:checkFiles:)` or `GatewayConfig.load(path:)`; both

@@ -1,5 +1,7 @@
 import Foundation
 
+// Threads: any (values).
+
 /// An `https://host[:port][/path]` URL, parsed strictly: no user information, no query,
 /// no fragment. Upstream TLS is always verified, so only `https` is accepted.
 public struct HTTPSURL: Sendable, Equatable {

@@ -1,5 +1,7 @@
 import Foundation
 
+// Threads: any (values).
+
 /// A parsed JSON document as plain values, so the configuration can be walked by hand and
 /// every unknown key and wrong type reported with its exact path.
 ///

@@ -1,3 +1,5 @@
+// Threads: any (pure); runs on the loop for every call.
+
 /// What a request presented in its `Authorization` header(s).
 public enum Credentials: Sendable, Equatable {
     /// No `Authorization` header: 401.

@@ -1,3 +1,5 @@
+// Threads: any (the `keygen` command).
+
 /// `hookgate keygen`: a new random team key and the hash that goes into the config.
 public enum KeyGen {
     /// 32 random bytes (OpenSSL's DRBG), base64url without padding: 43 characters, a valid

@@ -1,3 +1,5 @@
+// Threads: any (an immutable snapshot); used on the loop.
+
 /// The policy snapshot of one configuration: who the teams are, which keys are theirs, what
 /// they may redeliver and at what rate. Immutable; a reload builds a new one.
 public struct Policy: Sendable, Equatable {

@@ -1,3 +1,5 @@
+// Threads: any (pure values; time comes from the caller); the gateway keeps its limiter on the loop.
+
 /// A token bucket in exact integer arithmetic. One token is `unitsPerToken` units; the bucket
 /// gains `requestsPerMinute` units per elapsed nanosecond, up to `burst` tokens. It starts full.
 /// Time is a monotonic nanosecond count given by the caller; nothing here reads a clock.

@@ -1,3 +1,5 @@
+// Threads: any (values).
+
 /// The audit `decision` vocabulary of the contract: `forwarded`, or the name of a refusal.
 public enum DecisionWord: String, Sendable, CaseIterable {
     case forwarded

@@ -1,3 +1,5 @@
+// Threads: any (pure); runs on the loop for every call.
+
 /// The one route the gateway serves, and the first checks of the contract's order:
 /// route and method -> ids (a query string is a malformed request on this route).
 public struct RedeliverTarget: Sendable, Equatable {

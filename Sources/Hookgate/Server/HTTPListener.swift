@@ -2,6 +2,8 @@ import CLibevent
 import COpenSSL
 import Foundation
 
+// Threads: the loop thread only (libevent listener and its connections).
+
 public struct ServerError: Error, CustomStringConvertible, Sendable {
     public var description: String
 }

@@ -1,3 +1,5 @@
+// Threads: any (pure renderers).
+
 /// RFC 9457 `application/problem+json` bodies for the gateway's own refusals: `type`,
 /// `title`, `status`, `detail`, `request_id`. Nothing else: never a stack trace or secret.
 enum ProblemRenderer {

@@ -1,6 +1,8 @@
 import Foundation
 import Logging
 
+// Threads: `reload` starts on the loop, reads the file on a thread of its own, `applyReload` runs on the loop.
+
 /// SIGHUP: the file is read and validated off the loop, then applied on it as a whole, or not at all.
 extension Gateway {
     /// SIGHUP: read and validate the file off the loop, then swap the policy on it.

@@ -1,5 +1,7 @@
 import Foundation
 
+// Threads: the loop thread (one reused buffer per gateway).
+
 /// One JSON log line for a request: `ts`, `level`, `msg`, then the fields in order. Built as
 /// bytes in a buffer the gateway reuses for every line (this runs for every call).
 struct RequestLogLine {

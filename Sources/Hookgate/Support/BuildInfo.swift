@@ -3,6 +3,8 @@ import COpenSSL
 import CSQLite
 import Foundation
 
+// Threads: any (constants).
+
 public enum BuildInfo {
     public static let version = "0.1.0"
     public static var libraries: String {

@@ -1,5 +1,7 @@
 import Foundation
 
+// Threads: the main thread, at start.
+
 package enum ProcessSignals {
     /// Ignores SIGPIPE (a peer that resets mid-write must not kill the process) and unblocks
     /// the signals the loop watches: a parent may have spawned us with them blocked, and a

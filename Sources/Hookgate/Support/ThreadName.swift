@@ -1,5 +1,7 @@
 import Foundation
 
+// Threads: the thread being named.
+
 enum ThreadName {
     /// Names the calling thread for the kernel (`/proc/<pid>/task/<tid>/comm`, `top -H`,
     /// `perf`): Foundation's `Thread.name` does not reach it on Linux, and glibc's

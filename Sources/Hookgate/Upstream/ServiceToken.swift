@@ -1,5 +1,7 @@
 import Foundation
 
+// Threads: any; token material is read at start and on the reload thread.
+
 /// Reads secrets from where the config points (`{"env"}` or `{"file"}`). Secrets are kept
 /// in memory only; they are never logged, echoed or stored.
 public enum SecretLoader {

@@ -1,5 +1,7 @@
 import COpenSSL
 
+// Threads: contexts are made at start or on the reload thread; SSL objects are made and used on the loop.
+
 /// A TLS failure with OpenSSL's own words (error queue or verify result).
 public struct TLSError: Error, CustomStringConvertible, Sendable {
     public var description: String

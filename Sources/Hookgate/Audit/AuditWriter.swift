@@ -36,8 +36,7 @@ package final class AuditWriter: Sendable {
 
     /// What the loop, the writer thread and readers of the status share.
     private struct Shared: Sendable {
-        var queue: [Job] = []
-        var head = 0
+        var queue = FIFO<Job>()
         var queuedItems = 0
         var stopping = false
         /// The writer waits for work: the next submit wakes it.
@@ -111,18 +110,14 @@ package final class AuditWriter: Sendable {
     private func run(_ file: AuditFile) {
         while true {
             let next = shared.withLock { s -> (batch: [Job], count: Int, stop: Bool) in
-                if s.head == s.queue.count {
-                    s.queue.removeAll(keepingCapacity: true)
-                    s.head = 0
+                if s.queue.isEmpty {
                     if s.stopping { return ([], 0, true) }
                     s.writerIdle = true
                     return ([], 0, false)
                 }
                 var batch: [Job] = []
                 var count = 0
-                while s.head < s.queue.count && count < maxBatch {
-                    let job = s.queue[s.head]
-                    s.head += 1
+                while count < maxBatch, let job = s.queue.popFirst() {
                     count += job.items.count
                     batch.append(job)
                 }

@@ -281,13 +281,14 @@ final class ConfigValidator {
             }
         }
         let caFile = readableFile(&o, "ca_file", required: false)
-        let connectTimeout = integer(&o, "connect_timeout_ms", default: 2000, range: ConfigBounds.connectTimeoutMs)
-        let timeout = integer(&o, "timeout_ms", default: 10000, range: ConfigBounds.upstreamTimeoutMs)
-        let maxConnections = integer(&o, "max_connections", default: 64, range: ConfigBounds.upstreamMaxConnections)
-        let queueTimeout = integer(&o, "queue_timeout_ms", default: 2000, range: ConfigBounds.upstreamQueueTimeoutMs)
-        let maxQueue = integer(&o, "max_queue", default: 1024, range: ConfigBounds.upstreamMaxQueue)
-        let idleTimeout = integer(&o, "idle_timeout_ms", default: 30_000, range: ConfigBounds.upstreamIdleTimeoutMs)
-        let maxResponse = integer(&o, "max_response_bytes", default: 1 << 20, range: ConfigBounds.upstreamMaxResponseBytes)
+        let d = UpstreamDefaults.self
+        let connectTimeout = integer(&o, "connect_timeout_ms", default: d.connectTimeoutMs, range: ConfigBounds.connectTimeoutMs)
+        let timeout = integer(&o, "timeout_ms", default: d.timeoutMs, range: ConfigBounds.upstreamTimeoutMs)
+        let maxConnections = integer(&o, "max_connections", default: d.maxConnections, range: ConfigBounds.upstreamMaxConnections)
+        let queueTimeout = integer(&o, "queue_timeout_ms", default: d.queueTimeoutMs, range: ConfigBounds.upstreamQueueTimeoutMs)
+        let maxQueue = integer(&o, "max_queue", default: d.maxQueue, range: ConfigBounds.upstreamMaxQueue)
+        let idleTimeout = integer(&o, "idle_timeout_ms", default: d.idleTimeoutMs, range: ConfigBounds.upstreamIdleTimeoutMs)
+        let maxResponse = integer(&o, "max_response_bytes", default: d.maxResponseBytes, range: ConfigBounds.upstreamMaxResponseBytes)
         let token = serviceToken(o.take("service_token"), path: o.path(of: "service_token"))
         guard let url, let caFile, let connectTimeout, let timeout, let maxConnections, let queueTimeout, let maxQueue,
               let idleTimeout, let maxResponse, let token else { return nil }

@@ -69,6 +69,18 @@ public struct AdminConfig: Sendable, Equatable {
 }
 
 /// Hookshot: where allowed calls go, and with which service token.
+/// The defaults of `upstream.*`, in one place: the parser, `UpstreamConfig` and the pool's
+/// options all take them from here.
+public enum UpstreamDefaults {
+    public static let connectTimeoutMs = 2000
+    public static let timeoutMs = 10_000
+    public static let maxConnections = 64
+    public static let queueTimeoutMs = 2000
+    public static let maxQueue = 1024
+    public static let idleTimeoutMs = 30_000
+    public static let maxResponseBytes = 1 << 20
+}
+
 public struct UpstreamConfig: Sendable, Equatable {
     /// Normalised `https://host[:port]`: lower-case scheme and host, no trailing slash, the
     /// port only when the file gave one. Requests go to `baseURL + target.path`.
@@ -94,9 +106,10 @@ public struct UpstreamConfig: Sendable, Equatable {
     public var serviceToken: ServiceTokenSource
 
     public init(baseURL: String, host: String, port: Int, caFile: String? = nil,
-                connectTimeoutMs: Int = 2000, timeoutMs: Int = 10000, maxConnections: Int = 64,
-                queueTimeoutMs: Int = 2000, maxQueue: Int = 1024, idleTimeoutMs: Int = 30_000,
-                maxResponseBytes: Int = 1 << 20, serviceToken: ServiceTokenSource) {
+                connectTimeoutMs: Int = UpstreamDefaults.connectTimeoutMs, timeoutMs: Int = UpstreamDefaults.timeoutMs,
+                maxConnections: Int = UpstreamDefaults.maxConnections, queueTimeoutMs: Int = UpstreamDefaults.queueTimeoutMs,
+                maxQueue: Int = UpstreamDefaults.maxQueue, idleTimeoutMs: Int = UpstreamDefaults.idleTimeoutMs,
+                maxResponseBytes: Int = UpstreamDefaults.maxResponseBytes, serviceToken: ServiceTokenSource) {
         self.baseURL = baseURL
         self.host = host
         self.port = port

@@ -72,13 +72,13 @@ public final class EventLoop: @unchecked Sendable {
     /// Runs `work` on the next loop iteration; for use on the loop thread only (no Sendable
     /// requirement, unlike `execute`).
     package func soon(_ work: @escaping () -> Void) {
-        let box = Unmanaged.passRetained(LocalWorkBox(work)).toOpaque()
+        let box = Unmanaged.passRetained(WorkBox(work)).toOpaque()
         var now = timeval(tv_sec: 0, tv_usec: 0)
         let rc = event_base_once(base, -1, Int16(EV_TIMEOUT), { _, _, arg in
             guard let arg else { return }
-            Unmanaged<LocalWorkBox>.fromOpaque(arg).takeRetainedValue().work()
+            Unmanaged<WorkBox>.fromOpaque(arg).takeRetainedValue().work()
         }, box, &now)
-        if rc != 0 { Unmanaged<LocalWorkBox>.fromOpaque(box).release() }
+        if rc != 0 { Unmanaged<WorkBox>.fromOpaque(box).release() }
     }
 
     /// A one-shot timer that calls `fire` on the loop after `milliseconds`.
@@ -103,14 +103,11 @@ public final class EventLoop: @unchecked Sendable {
     }
 }
 
-private final class LocalWorkBox {
+/// A closure handed to libevent for one run (`execute` and `soon`): retained when queued,
+/// released by the callback that runs it (or at once if libevent refuses it).
+private final class WorkBox {
     let work: () -> Void
     init(_ work: @escaping () -> Void) { self.work = work }
-}
-
-private final class WorkBox {
-    let work: @Sendable () -> Void
-    init(_ work: @escaping @Sendable () -> Void) { self.work = work }
 }
 
 /// Owns one libevent timer event. The event holds an unretained pointer back to the timer;

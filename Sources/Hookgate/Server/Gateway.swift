@@ -51,11 +51,7 @@ public final class Gateway {
         let tls = try TLSClientContext(caFile: config.upstream.caFile)
         tokens = TokenProvider(loop: loop, material: material, tls: tls, logger: logger)
         upstreamHostHeader = UpstreamOptions.hostHeader(host: config.upstream.host, port: config.upstream.port)
-        let up = config.upstream
-        pool = UpstreamPool(loop: loop, tls: tls, options: UpstreamOptions(
-            host: up.host, port: up.port, connectTimeoutMs: up.connectTimeoutMs, timeoutMs: up.timeoutMs,
-            maxConnections: up.maxConnections, idleTimeoutMs: up.idleTimeoutMs, maxResponseBytes: up.maxResponseBytes,
-            queueTimeoutMs: up.queueTimeoutMs, maxQueued: up.maxQueue))
+        pool = UpstreamPool(loop: loop, tls: tls, options: UpstreamOptions(config: config.upstream))
         audit = try AuditWriter(loop: loop, config: config.audit, onRecovery: { [logger] in
             logger.info("audit log writable again: calls are recorded and served")
         }) { [logger] why in

@@ -60,9 +60,10 @@ public struct UpstreamOptions: Sendable, Equatable {
     public var queueTimeoutMs: Int
     public var maxQueued: Int
 
-    public init(host: String, port: Int, connectTimeoutMs: Int = 2000, timeoutMs: Int = 10_000,
-                maxConnections: Int = 64, idleTimeoutMs: Int = 30_000, maxResponseBytes: Int = 1 << 20,
-                queueTimeoutMs: Int = 2000, maxQueued: Int = 1024) {
+    public init(host: String, port: Int, connectTimeoutMs: Int = UpstreamDefaults.connectTimeoutMs,
+                timeoutMs: Int = UpstreamDefaults.timeoutMs, maxConnections: Int = UpstreamDefaults.maxConnections,
+                idleTimeoutMs: Int = UpstreamDefaults.idleTimeoutMs, maxResponseBytes: Int = UpstreamDefaults.maxResponseBytes,
+                queueTimeoutMs: Int = UpstreamDefaults.queueTimeoutMs, maxQueued: Int = UpstreamDefaults.maxQueue) {
         self.host = host
         self.port = port
         self.connectTimeoutMs = connectTimeoutMs
@@ -72,6 +73,13 @@ public struct UpstreamOptions: Sendable, Equatable {
         self.maxResponseBytes = maxResponseBytes
         self.queueTimeoutMs = queueTimeoutMs
         self.maxQueued = maxQueued
+    }
+
+    /// The pool of `upstream.*` as configured.
+    init(config up: UpstreamConfig) {
+        self.init(host: up.host, port: up.port, connectTimeoutMs: up.connectTimeoutMs, timeoutMs: up.timeoutMs,
+                  maxConnections: up.maxConnections, idleTimeoutMs: up.idleTimeoutMs,
+                  maxResponseBytes: up.maxResponseBytes, queueTimeoutMs: up.queueTimeoutMs, maxQueued: up.maxQueue)
     }
 
     /// `Host` header value: the port only when it is not 443.
@@ -125,8 +133,7 @@ final class UpstreamPool {
 
     private var connections: [ObjectIdentifier: UpstreamConnection] = [:]
     private var idle: [UpstreamConnection] = []
-    private var queue: [QueuedCall] = []
-    private var queueHead = 0
+    private var queue = FIFO<QueuedCall>()
 
     private(set) var connectionsOpened = 0
     /// Where connections decrypt answers into before parsing (one per pool: loop thread only).
@@ -140,7 +147,7 @@ final class UpstreamPool {
 
     var openConnections: Int { connections.count }
     var idleConnections: Int { idle.count }
-    var queuedCalls: Int { queue.count - queueHead }
+    var queuedCalls: Int { queue.count }
 
     func setAddresses(_ list: [SocketAddress], error: String?) {
         if !list.isEmpty { addresses = list }
@@ -215,23 +222,13 @@ final class UpstreamPool {
 
     /// The oldest queued call that still waits (its queue timer cancelled), if any.
     private func takeQueued() -> QueuedCall? {
-        while queueHead < queue.count {
-            let next = queue[queueHead]
-            queueHead += 1
-            compactQueue()
+        while let next = queue.popFirst() {
             if next.taken { continue }
             next.taken = true
             next.timer?.cancel()
             return next
         }
         return nil
-    }
-
-    private func compactQueue() {
-        if queueHead > 64 && queueHead * 2 > queue.count {
-            queue.removeFirst(queueHead)
-            queueHead = 0
-        }
     }
 
     /// Closes every idle connection (shutdown); busy ones finish their call first.

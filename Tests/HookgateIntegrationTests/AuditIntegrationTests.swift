@@ -152,6 +152,30 @@ import Testing
             #expect(rows.values.first?["status"] == .int(200))
         }
     }
+
+    @Test func aDrainDoesNotWaitForAClientThatLeftBeforeItsAnswer() throws {
+        // The caller hangs up while its call is upstream: its answer can never be written, and
+        // the drain must not wait drain_timeout_ms (10 s here) for it.
+        try withRig("drain-gone", allowHooks: ["*"], extra: ["limits": ["drain_timeout_ms": 10_000]],
+                    upstream: ["timeout_ms": 6000]) { rig in
+            let fd = try RawSocket.connect(port: rig.gw.port)
+            let request = Array(("POST \(Self.path("00005100-4e01-46cb-aca2-dd6022e74865")) HTTP/1.1\r\nHost: gw\r\n"
+                + "Authorization: Bearer \(rig.key.key)\r\n\r\n").utf8)
+            #expect(send(fd, request, request.count, Int32(MSG_NOSIGNAL)) == request.count)
+            try rig.gw.child.wait("the slow call to reach the upstream") { !rig.sim.requests.isEmpty }
+            close(fd)
+            Thread.sleep(forTimeInterval: 0.2)
+            let stopped = Date()
+            rig.gw.child.signal(SIGTERM)
+            #expect(rig.gw.child.waitForExit(seconds: 12) == 0)
+            // The call finishes upstream (the simulator answers after 3 s), is recorded, and then
+            // the gateway exits: well before the 10 s drain timeout.
+            #expect(Date().timeIntervalSince(stopped) < 6, "exit took \(Date().timeIntervalSince(stopped)) s")
+            #expect(!rig.gw.child.stderrLines.contains { $0.contains("drain timeout") })
+            let rows = try Self.pairs(rig.dir + "/audit.sqlite3")
+            #expect(rows.values.first?["status"] == .int(200), "the call is recorded as Hookshot answered it")
+        }
+    }
 }
 
 final class LockedBox<T>: @unchecked Sendable {

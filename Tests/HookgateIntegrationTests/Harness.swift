@@ -134,6 +134,16 @@ final class ChildProcess: @unchecked Sendable {
         }
     }
 
+    /// Starts `hookgate` with `arguments` and waits for its `listening` line on the given
+    /// stream (the simulator prints it on stdout, the gateway logs it on stderr).
+    static func startListening(arguments: [String], environment: [String: String],
+                               announcedOn stream: KeyPath<ChildProcess, [String]>) throws -> (ChildProcess, [String: Any]) {
+        let child = try ChildProcess(arguments: arguments, environment: environment)
+        func listening() -> [String: Any]? { objects(child[keyPath: stream]).first { $0["msg"] as? String == "listening" } }
+        try child.wait("\(arguments.first ?? "hookgate") listening") { listening() != nil }
+        return (child, listening()!)
+    }
+
     func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
 
     /// Waits for the process to exit; returns its status (kills it after `seconds`).
@@ -173,10 +183,8 @@ final class SimulatorProcess: @unchecked Sendable {
         for n in names { args += ["--name", n] }
         var env = environment
         env["HOOKSHOT_SERVICE_TOKEN"] = token
-        let child = try ChildProcess(arguments: args + extra, environment: env)
+        let (child, line) = try ChildProcess.startListening(arguments: args + extra, environment: env, announcedOn: \.stdoutLines)
         self.child = child
-        try child.wait("simulator listening") { ChildProcess.objects(child.stdoutLines).contains { $0["msg"] as? String == "listening" } }
-        let line = ChildProcess.objects(child.stdoutLines).first { $0["msg"] as? String == "listening" }!
         port = line["port"] as! Int
         caFile = line["ca_file"] as! String
     }
@@ -209,10 +217,9 @@ final class GatewayProcess: @unchecked Sendable {
         configPath = dir + "/config.json"
         let data = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
         try data.write(to: URL(fileURLWithPath: configPath))
-        let child = try ChildProcess(arguments: ["serve", "--config", configPath], environment: environment)
+        let (child, line) = try ChildProcess.startListening(arguments: ["serve", "--config", configPath], environment: environment,
+                                                            announcedOn: \.stderrLines)
         self.child = child
-        try child.wait("gateway listening") { ChildProcess.objects(child.stderrLines).contains { $0["msg"] as? String == "listening" } }
-        let line = ChildProcess.objects(child.stderrLines).first { $0["msg"] as? String == "listening" }!
         port = line["listen.port"] as! Int
         adminPort = line["admin.port"] as! Int
     }

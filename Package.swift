@@ -54,15 +54,20 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
+        // Test helpers shared by both test targets (temporary directories removed at exit).
+        .target(
+            name: "HookgateTestSupport",
+            path: "Tests/TestSupport",
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "HookgateTests",
-            dependencies: ["Hookgate"],
+            dependencies: ["Hookgate", "HookgateTestSupport"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "HookgateIntegrationTests",
             // Depends on the executable so that `swift test` builds it: these tests run the
             // real `hookgate` binary (serve, simulate-upstream) over real sockets.
-            dependencies: ["Hookgate", "HookgateSimulator", "hookgate"],
+            dependencies: ["Hookgate", "HookgateSimulator", "HookgateTestSupport", "hookgate"],
             swiftSettings: swiftSettings),
     ]
 )

@@ -1,4 +1,5 @@
 import Foundation
+import HookgateTestSupport
 import Testing
 @testable import Hookgate
 
@@ -19,11 +20,8 @@ enum Harness {
         return "hookgate"
     }()
 
-    static func tempDir(_ name: String = "t") -> String {
-        let path = NSTemporaryDirectory() + "hookgate-test-\(name)-\(UUID().uuidString.prefix(8))"
-        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return path
-    }
+    /// A directory for one test, removed when the test process exits.
+    static func tempDir(_ name: String = "t") -> String { TestDirectory.make(name) }
 
     static let serviceToken = "svc-" + UUID().uuidString
 }

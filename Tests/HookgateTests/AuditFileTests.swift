@@ -1,4 +1,5 @@
 import Foundation
+import HookgateTestSupport
 import Testing
 @testable import Hookgate
 
@@ -6,9 +7,7 @@ import Testing
 /// say what happened (not borrowed SQLite codes).
 @Suite struct AuditFileTests {
     static func tempPath() -> String {
-        let dir = NSTemporaryDirectory() + "hookgate-auditfile-\(UUID().uuidString.prefix(8))"
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        return dir + "/audit.sqlite3"
+        TestDirectory.make("auditfile") + "/audit.sqlite3"
     }
 
     @Test func aReadOnlyFileIsNotWritableAndRecoversWhenWritableAgain() throws {

@@ -1,4 +1,5 @@
 import Foundation
+import HookgateTestSupport
 import Testing
 @testable import Hookgate
 
@@ -73,7 +74,7 @@ private struct Fixture {
     let writer: ChainWriter
 
     init() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("hookgate-audit-\(UUID().uuidString)")
+        dir = URL(fileURLWithPath: TestDirectory.make("audit"))
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         path = dir.appendingPathComponent("audit.sqlite3").path
         writer = try ChainWriter(path: path)
@@ -447,7 +448,7 @@ private func column(_ name: String, _ row: [SQLValue]) -> SQLValue? {
     }
 
     @Test func refusesAMissingFileWithoutCreatingIt() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hookgate-audit-\(UUID().uuidString)")
+        let dir = URL(fileURLWithPath: TestDirectory.make("audit"))
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let missing = dir.appendingPathComponent("none.sqlite3").path
@@ -484,7 +485,7 @@ private func column(_ name: String, _ row: [SQLValue]) -> SQLValue? {
     }
 
     @Test func migratesAVersion1FileAndKeepsItsRecords() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hookgate-audit-\(UUID().uuidString)")
+        let dir = URL(fileURLWithPath: TestDirectory.make("audit"))
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("audit.sqlite3").path
@@ -510,7 +511,7 @@ private func column(_ name: String, _ row: [SQLValue]) -> SQLValue? {
     }
 
     @Test func refusesAFileFromANewerGateway() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("hookgate-audit-\(UUID().uuidString)")
+        let dir = URL(fileURLWithPath: TestDirectory.make("audit"))
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("audit.sqlite3").path

@@ -1,4 +1,5 @@
 import Foundation
+import HookgateTestSupport
 import Testing
 @testable import Hookgate
 
@@ -384,7 +385,7 @@ private let validTeam = #""name": "claims", "key_sha256": ["\#(hashA)"], "allow_
     let dir: URL
 
     init() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("hookgate-config-\(RequestID.make())")
+        dir = URL(fileURLWithPath: TestDirectory.make("config"))
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try Data("pem".utf8).write(to: dir.appendingPathComponent("tls.crt"))
         try Data("pem".utf8).write(to: dir.appendingPathComponent("tls.key"))

@@ -10,8 +10,9 @@ import Logging
 ///   parse    Server/RequestParser.swift
 ///   decide   Server/Pipeline.swift `handle` → Policy/Decide.swift (Route, Credentials, RateLimiter)
 ///   audit    Server/Pipeline.swift `record` / `conclude` → Audit/AuditWriter.swift (its own thread)
-///   upstream Server/Pipeline.swift `forward` → Upstream/UpstreamPool.swift, UpstreamConnection.swift,
-///            ResponseParser.swift
+///   upstream Server/Pipeline.swift `forward` → Upstream/UpstreamPool.swift (driven by
+///            UpstreamPoolStateMachine.swift), UpstreamConnection.swift (driven by
+///            UpstreamConnectionStateMachine.swift), ResponseParser.swift
 ///   answer   Server/Pipeline.swift `send` → Server/ResponseHead.swift, RequestLogLine.swift
 public final class Gateway {
     let loop: EventLoop

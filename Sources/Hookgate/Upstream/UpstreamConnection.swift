@@ -1,8 +1,13 @@
+// Threads: the loop thread only.
+
 import CLibevent
 import COpenSSL
 import Foundation
 
-/// One persistent TLS connection to the upstream and the call it carries. Loop thread only.
+/// One persistent TLS connection to the upstream and the call it carries: the socket adapter
+/// of an `UpstreamConnectionStateMachine`, which makes every decision (which address next,
+/// when the call goes out, what ends it, what each deadline means). This class only does the
+/// I/O the machine asks for and reports what the socket did. Loop thread only.
 ///
 /// The socket I/O is done here, on two libevent events, rather than by a `bufferevent_openssl`:
 /// one persistent read event for the connection's whole life (an idle connection that the
@@ -19,78 +24,43 @@ import Foundation
 /// `SSL_CTX`. libevent callbacks get an unretained pointer to the connection, valid because
 /// the events are freed before it goes away.
 final class UpstreamConnection {
-    private enum State { case connecting, handshaking, busy, idle, closed }
-
     private unowned let pool: UpstreamPool
+    private var machine: UpstreamConnectionStateMachine
     private var ssl: OpaquePointer?
     private var fd: Int32 = -1
     private var readEvent: OpaquePointer?
     private var writeEvent: OpaquePointer?
     private var writeArmed = false
+    /// The address being connected to (for messages).
     private var address: SocketAddress?
-    /// Addresses still to try if this one refuses the TCP connect.
-    private var fallbacks: ArraySlice<SocketAddress> = []
-    private var state: State = .connecting
+    /// Told how the call ended, once.
     private var completion: UpstreamCompletion?
-    private var pendingCall: UpstreamCall?
     /// The part of a call `SSL_write` has not taken yet (retried as the socket drains).
     private var unsent: ArraySlice<UInt8> = []
-    private var parser: ResponseParser
-    /// The connection's one timer (connect, answer or idle deadline, by `state`), made once.
-    private lazy var timer: LoopTimer = pool.loop.timer { [unowned self] in self.deadlinePassed() }
+    /// The connection's one timer, kept on the machine's deadline, made once.
+    private lazy var timer: LoopTimer = pool.loop.timer(repeating: { [unowned self] in self.timerFired() })
+    private var armedDeadline: UInt64?
 
     /// Takes ownership of `ssl`.
     init(pool: UpstreamPool, ssl: OpaquePointer) {
         self.pool = pool
         self.ssl = ssl
-        self.parser = ResponseParser(maxBodyBytes: pool.options.maxResponseBytes)
+        machine = UpstreamConnectionStateMachine(timeouts: .init(pool.options), maxResponseBytes: pool.options.maxResponseBytes)
     }
 
     deinit { release() }
 
     /// Frees whatever C objects are still held (safe to call twice).
     private func release() {
-        if let readEvent {
-            self.readEvent = nil
-            event_free(readEvent)
-        }
-        if let writeEvent {
-            self.writeEvent = nil
-            event_free(writeEvent)
-        }
+        dropSocket()
         if let ssl {
             self.ssl = nil
             SSL_free(ssl)  // frees the socket BIO, which leaves the socket open (BIO_NOCLOSE)
         }
-        if fd >= 0 {
-            Foundation.close(fd)
-            fd = -1
-        }
     }
 
-    /// The connection behind a callback's argument (always the one it was registered with).
-    private static func from(_ arg: UnsafeMutableRawPointer?) -> UpstreamConnection? {
-        arg.map { Unmanaged<UpstreamConnection>.fromOpaque($0).takeUnretainedValue() }
-    }
-
-    // MARK: - Connecting
-
-    /// Connects to the first of `candidates`, moving on to the next when one refuses the TCP
-    /// connect (nothing was sent); `upstream.connect_timeout_ms` bounds all the attempts together.
-    func connect(to candidates: [SocketAddress], call: UpstreamCall, completion: @escaping UpstreamCompletion) {
-        self.completion = completion
-        self.pendingCall = call
-        timer.arm(milliseconds: pool.options.connectTimeoutMs)
-        fallbacks = candidates[...]
-        connectNext()
-    }
-
-    /// Tries the next address; with none left, fails with why the last one did.
-    private func connectNext(after failure: UpstreamFailure? = nil) {
-        guard let address = fallbacks.popFirst() else {
-            fail(failure ?? .unresolved("no address to connect to"))
-            return
-        }
+    /// Frees both events and closes the socket.
+    private func dropSocket() {
         if let readEvent {
             self.readEvent = nil
             event_free(readEvent)
@@ -104,11 +74,83 @@ final class UpstreamConnection {
             Foundation.close(fd)
             fd = -1
         }
+    }
+
+    /// The connection behind a callback's argument (always the one it was registered with).
+    private static func from(_ arg: UnsafeMutableRawPointer?) -> UpstreamConnection? {
+        arg.map { Unmanaged<UpstreamConnection>.fromOpaque($0).takeUnretainedValue() }
+    }
+
+    // MARK: - The machine's actions
+
+    /// Carries out `action` (and whatever it leads to), then keeps the timer on the deadline.
+    private func perform(_ action: UpstreamConnectionStateMachine.Action) {
+        switch action {
+        case .wait:
+            break
+        case .connect(let address):
+            open(address)
+        case .startTLS:
+            startTLS()
+        case .send(let call):
+            unsent = call.head[...]
+            flush()
+        case .succeed(let response, let keepAlive):
+            let done = completion
+            completion = nil
+            if keepAlive {
+                pool.release(self)
+            } else {
+                shut()
+            }
+            done?(.success(response))
+        case .fail(let failure):
+            let done = completion
+            completion = nil
+            shut()
+            done?(.failure(failure))
+        case .close:
+            completion = nil
+            shut()
+        }
+        syncTimer()
+    }
+
+    /// Keeps the one timer on the machine's deadline.
+    private func syncTimer() {
+        guard machine.deadline != armedDeadline else { return }
+        armedDeadline = machine.deadline
+        guard let deadline = machine.deadline else {
+            timer.cancel()
+            return
+        }
+        let now = EventLoop.monotonicNanos()
+        timer.arm(milliseconds: deadline > now ? Int((deadline - now + 999_999) / 1_000_000) : 0)
+    }
+
+    private func timerFired() {
+        armedDeadline = nil
+        perform(machine.timerFired(now: EventLoop.monotonicNanos()))
+    }
+
+    // MARK: - Connecting
+
+    /// Connects to the first of `candidates` to carry `call`; the machine moves on to the next
+    /// when one refuses the TCP connect (nothing was sent); `upstream.connect_timeout_ms`
+    /// bounds all the attempts together.
+    func connect(to candidates: [SocketAddress], call: UpstreamCall, completion: @escaping UpstreamCompletion) {
+        self.completion = completion
+        perform(machine.connect(to: candidates, carrying: call, now: EventLoop.monotonicNanos()))
+    }
+
+    /// Opens a non-blocking TCP connection to `address` with the connection's two events.
+    private func open(_ address: SocketAddress) {
+        dropSocket()
         self.address = address
         let family = address.withSockAddr { sa, _ in Int32(sa.pointee.sa_family) }
         fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else {
-            fail(.connect("cannot create a socket: \(String(cString: strerror(errno)))"))
+            perform(machine.connectFailed("cannot create a socket: \(String(cString: strerror(errno)))"))
             return
         }
         TCPOptions.setNoDelay(fd)
@@ -122,16 +164,16 @@ final class UpstreamConnection {
             withExtendedLifetime(c) { c.writable() }
         }, me)
         guard readEvent != nil, writeEvent != nil else {
-            fail(.connect("cannot create the connection's events"))
+            perform(machine.connectFailed("cannot create the connection's events"))
             return
         }
         let rc = address.withSockAddr { sa, len in Glibc.connect(fd, sa, socklen_t(len)) }
         if rc == 0 {
-            startTLS()
+            perform(machine.connected())
         } else if errno == EINPROGRESS {
             armWrite()
         } else {
-            connectNext(after: .connect("\(address): \(String(cString: strerror(errno)))"))
+            perform(machine.connectFailed("\(address): \(String(cString: strerror(errno)))"))
         }
     }
 
@@ -141,21 +183,20 @@ final class UpstreamConnection {
         var length = socklen_t(MemoryLayout<Int32>.size)
         if getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0 { error = errno }
         guard error == 0 else {
-            connectNext(after: .connect("\(address.map { "\($0)" } ?? "upstream"): \(String(cString: strerror(error)))"))
+            perform(machine.connectFailed("\(address.map { "\($0)" } ?? "upstream"): \(String(cString: strerror(error)))"))
             return
         }
-        startTLS()
+        perform(machine.connected())
     }
 
     private func startTLS() {
         guard let ssl, let readEvent else { return }
         guard SSL_set_fd(ssl, fd) == 1 else {
-            fail(.tls("cannot attach the socket: \(TLSError.drainQueue())"))
+            perform(machine.handshakeFailed(.tls("cannot attach the socket: \(TLSError.drainQueue())")))
             return
         }
         SSL_set_read_ahead(ssl, 1)
         _ = SSL_ctrl(ssl, SSL_CTRL_MODE, Int(SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER), nil)
-        state = .handshaking
         event_add(readEvent, nil)
         handshake()
     }
@@ -165,10 +206,7 @@ final class UpstreamConnection {
         ERR_clear_error()
         let r = SSL_connect(ssl)
         if r == 1 {
-            guard let call = pendingCall else { return }
-            pendingCall = nil
-            timer.cancel()
-            send(call)
+            perform(machine.handshakeFinished(now: EventLoop.monotonicNanos()))
             return
         }
         switch SSL_get_error(ssl, r) {
@@ -177,7 +215,7 @@ final class UpstreamConnection {
         case SSL_ERROR_WANT_WRITE:
             armWrite()
         default:
-            fail(handshakeFailure())
+            perform(machine.handshakeFailed(handshakeFailure()))
         }
     }
 
@@ -193,18 +231,15 @@ final class UpstreamConnection {
 
     // MARK: - Calls
 
-    /// Sends `call` on this (connected) connection.
+    /// Sends `call` on this (idle) connection.
     func start(_ call: UpstreamCall, completion: @escaping UpstreamCompletion) {
         self.completion = completion
-        send(call)
+        perform(machine.start(call, now: EventLoop.monotonicNanos()))
     }
 
-    private func send(_ call: UpstreamCall) {
-        state = .busy
-        parser = ResponseParser(maxBodyBytes: pool.options.maxResponseBytes)
-        timer.arm(milliseconds: pool.options.timeoutMs)
-        unsent = call.head[...]
-        flush()
+    /// The pool put the connection on its idle list (after `succeed` with keep-alive).
+    func becomeIdle() {
+        completion = nil
     }
 
     /// Writes what is left of the call; arms the write event if the socket cannot take it all.
@@ -223,17 +258,12 @@ final class UpstreamConnection {
             case SSL_ERROR_WANT_READ:
                 break  // retried from the read event
             default:
-                fail(.closed("write failed: \(sslError(n))"))
+                unsent = []
+                perform(machine.writeFailed(sslError(n)))
             }
             return
         }
-        if unsent.isEmpty { unsent = [] }
-    }
-
-    func becomeIdle() {
-        state = .idle
-        completion = nil
-        timer.arm(milliseconds: pool.options.idleTimeoutMs)
+        unsent = []
     }
 
     private func armWrite() {
@@ -243,52 +273,46 @@ final class UpstreamConnection {
 
     private func writable() {
         writeArmed = false
-        switch state {
+        switch machine.state {
         case .connecting: tcpConnected()
         case .handshaking: handshake()
         case .busy: flush()
-        case .idle, .closed: break
+        case .fresh, .idle, .closed: break
         }
     }
 
     private func readable() {
-        switch state {
-        case .connecting:
-            break
+        switch machine.state {
         case .handshaking:
             handshake()
         case .busy:
             if !unsent.isEmpty { flush() }  // a write that waited for a read
-            guard state == .busy else { return }
-            readAnswer()
+            guard machine.state == .busy else { return }
+            read()
         case .idle:
-            // A close, or bytes nobody asked for: the connection can no longer be trusted.
-            close()
-        case .closed:
+            read()  // a close, or bytes nobody asked for: the machine closes
+        case .fresh, .connecting, .closed:
             break
         }
     }
 
     /// Reads while OpenSSL holds data (read-ahead may bring several records in one `read`);
     /// when it holds none, the next read waits for the socket, which epoll reports.
-    private func readAnswer() {
+    private func read() {
         guard let ssl else { return }
         let scratch = pool.scratch
         while true {
             ERR_clear_error()
             let n = SSL_read(ssl, scratch.base, Int32(scratch.count))
             if n > 0 {
-                do {
-                    if case .complete(let response) = try parser.feed(UnsafeBufferPointer(start: scratch.base, count: Int(n))) {
-                        finish(response)
-                        return
-                    }
-                } catch {
-                    fail(.invalid(error.description))
-                    return
+                let action = machine.received(UnsafeBufferPointer(start: scratch.base, count: Int(n)),
+                                              now: EventLoop.monotonicNanos())
+                if case .wait = action {
+                    if SSL_pending(ssl) == 0 && SSL_has_pending(ssl) == 0 { return }
+                    continue
                 }
-                if SSL_pending(ssl) == 0 && SSL_has_pending(ssl) == 0 { return }
-                continue
+                perform(action)
+                return
             }
             let error = SSL_get_error(ssl, n)
             // The server closed, with close_notify or without (a dirty shutdown is common).
@@ -301,15 +325,10 @@ final class UpstreamConnection {
                 armWrite()
                 return
             case _ where closedByPeer:
-                // A close-delimited body ends here; anything else is cut short.
-                do {
-                    finish(try parser.finish())
-                } catch {
-                    fail(.closed(error.description))
-                }
+                perform(machine.peerClosed(now: EventLoop.monotonicNanos()))
                 return
             default:
-                fail(.closed(sslError(n)))
+                perform(machine.readFailed(sslError(n)))
                 return
             }
         }
@@ -322,41 +341,18 @@ final class UpstreamConnection {
         return err != 0 ? String(cString: strerror(err)) : "connection reset"
     }
 
-    /// The timer fired: what it meant depends on what the connection was doing.
-    private func deadlinePassed() {
-        switch state {
-        case .connecting, .handshaking: fail(.connectTimeout(pool.options.connectTimeoutMs))
-        case .busy: fail(.timeout(pool.options.timeoutMs))
-        case .idle: close()
-        case .closed: break
-        }
-    }
+    // MARK: - Closing
 
-    private func finish(_ response: UpstreamResponse) {
-        timer.cancel()
-        let done = completion
-        completion = nil
-        if response.keepAlive {
-            pool.release(self)
-        } else {
-            close()
-        }
-        done?(.success(response))
-    }
-
-    private func fail(_ failure: UpstreamFailure) {
-        let done = completion
-        completion = nil
-        pendingCall = nil
-        close()
-        done?(.failure(failure))
+    /// The pool closes this connection (shutdown of an idle one).
+    func close() {
+        perform(machine.close())
     }
 
     /// Frees the events, the `SSL` and the socket (no more callbacks), then tells the pool.
-    func close() {
-        guard state != .closed else { return }
-        state = .closed
+    private func shut() {
+        guard ssl != nil || fd >= 0 else { return }
         timer.cancel()
+        armedDeadline = nil
         release()
         pool.closed(self)
     }

@@ -120,16 +120,7 @@ import Testing
     }
 
     @Test func unreachableUpstreamIs502() throws {
-        // A port that was free a moment ago: nothing listens there.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        let closedPort = Int(UInt16(bigEndian: addr.sin_port))
-        close(fd)
+        let closedPort = RawHTTP.closedPort()
         try withGateway(upstreamPort: closedPort) { gw, _, key in
             let r = try RawHTTP.request(port: gw.port, target: Self.redeliver("29dd8606-4e01-46cb-aca2-dd6022e74865"),
                                         headers: [("Authorization", "Bearer \(key.key)")])
@@ -147,16 +138,10 @@ import Testing
 
     @Test func anUpstreamThatStallsInTheTLSHandshakeIs502WithNothingSent() throws {
         // A listener that completes TCP handshakes (the kernel's backlog) and never speaks TLS.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (fd, port) = RawHTTP.boundSocket()
         defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
         #expect(listen(fd, 16) == 0)
-        try withGateway(upstream: ["connect_timeout_ms": 400], upstreamPort: Int(UInt16(bigEndian: addr.sin_port))) { gw, _, key in
+        try withGateway(upstream: ["connect_timeout_ms": 400], upstreamPort: port) { gw, _, key in
             let started = Date()
             let r = try RawHTTP.request(port: gw.port, target: Self.redeliver("29dd8606-4e01-46cb-aca2-dd6022e74865"),
                                         headers: [("Authorization", "Bearer \(key.key)")])

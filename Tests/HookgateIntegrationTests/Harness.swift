@@ -320,6 +320,11 @@ enum RawHTTP {
             guard n > 0 else { break }
             sent += n
         }
+        return readToEnd(fd)
+    }
+
+    /// Everything the peer sends until it closes (or the socket's receive timeout passes).
+    static func readToEnd(_ fd: Int32) -> [UInt8] {
         var out = [UInt8]()
         var buf = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -328,6 +333,25 @@ enum RawHTTP {
             out.append(contentsOf: buf[0..<n])
         }
         return out
+    }
+
+    /// A TCP socket bound to a free loopback port (not listening: the caller decides).
+    static func boundSocket() -> (fd: Int32, port: Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return (fd, Int(UInt16(bigEndian: addr.sin_port)))
+    }
+
+    /// A loopback port nothing listens on (free a moment ago).
+    static func closedPort() -> Int {
+        let (fd, port) = boundSocket()
+        close(fd)
+        return port
     }
 }
 

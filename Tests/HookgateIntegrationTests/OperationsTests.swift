@@ -232,13 +232,7 @@ enum RawSocket {
     static func readResponse(_ fd: Int32) throws -> HTTPResponse {
         var tv = timeval(tv_sec: 5, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var out = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { break }
-            out.append(contentsOf: buf[0..<n])
-        }
+        let out = RawHTTP.readToEnd(fd)
         var parser = ResponseParser(maxHeaderBytes: 1 << 20, maxBodyBytes: 1 << 24)
         let r: UpstreamResponse
         if case .complete(let done) = try parser.feed(out) { r = done } else { r = try parser.finish() }

@@ -6,19 +6,6 @@ import Testing
 /// The upstream pool driven in-process on its own event loop, against the real simulator over
 /// verified TLS: address fallback, the connection cap, a full queue.
 @Suite struct UpstreamPoolTests {
-    /// A loopback port nothing listens on (free a moment ago).
-    static func closedPort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
     static func address(_ port: Int) throws -> SocketAddress {
         try #require(try? SocketAddress.resolve(host: "127.0.0.1", port: port).get().first)
     }
@@ -49,7 +36,7 @@ import Testing
         let dir = Harness.tempDir("pool")
         let sim = try SimulatorProcess(dir: dir)
         defer { sim.stop() }
-        let refused = try Self.address(Self.closedPort()), good = try Self.address(sim.port)
+        let refused = try Self.address(RawHTTP.closedPort()), good = try Self.address(sim.port)
         let results = LockedBox<[Int]>([])
         let peak = LockedBox<(open: Int, opened: Int)>((0, 0))
         let caFile = sim.caFile, port = sim.port

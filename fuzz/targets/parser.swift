@@ -35,19 +35,9 @@ func outcome(_ r: UpstreamResponse) -> Outcome {
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
-    guard size >= 3 else { return 0 }
-    let flags = data[0]
-    let payload = Array(UnsafeBufferPointer(start: data + 3, count: size - 3))
-    let chunks = Int((flags >> 2) & 3) % 3 + 1
-    var cuts: [Int] = []
-    if chunks >= 2, !payload.isEmpty { cuts.append(Int(data[1]) % (payload.count + 1)) }
-    if chunks == 3, !payload.isEmpty { cuts.append(Int(data[2]) % (payload.count + 1)) }
-    cuts.sort()
-    let bodyless = flags & 1 != 0, small = flags & 2 != 0
-    let split = run(payload, cuts: cuts, bodyless: bodyless, small: small)
-    let whole = run(payload, cuts: [], bodyless: bodyless, small: small)
-    if split != whole {
-        fatalError("split feed \(cuts) gave \(split), whole feed gave \(whole)")
-    }
+    guard let input = SplitInput(data, size) else { return 0 }
+    let bodyless = input.flags & 1 != 0, small = input.flags & 2 != 0
+    input.requireSame(run(input.payload, cuts: input.cuts, bodyless: bodyless, small: small),
+                      run(input.payload, cuts: [], bodyless: bodyless, small: small))
     return 0
 }

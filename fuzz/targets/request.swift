@@ -47,21 +47,11 @@ func run(_ payload: [UInt8], cuts: [Int], limits: RequestParser.Limits) -> [Outc
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
-    guard size >= 3 else { return 0 }
-    let flags = data[0]
-    let payload = Array(UnsafeBufferPointer(start: data + 3, count: size - 3))
-    let chunks = Int((flags >> 2) & 3) % 3 + 1
-    var cuts: [Int] = []
-    if chunks >= 2, !payload.isEmpty { cuts.append(Int(data[1]) % (payload.count + 1)) }
-    if chunks == 3, !payload.isEmpty { cuts.append(Int(data[2]) % (payload.count + 1)) }
-    cuts.sort()
+    guard let input = SplitInput(data, size) else { return 0 }
+    let flags = input.flags
     let limits = flags & 1 != 0
         ? RequestParser.Limits(maxHeadBytes: 128, maxBodyBytes: 64, retainBody: flags & 2 != 0)
         : RequestParser.Limits(maxHeadBytes: 8192, maxBodyBytes: 16384, retainBody: flags & 2 != 0)
-    let split = run(payload, cuts: cuts, limits: limits)
-    let whole = run(payload, cuts: [], limits: limits)
-    if split != whole {
-        fatalError("split feed \(cuts) gave \(split), whole feed gave \(whole)")
-    }
+    input.requireSame(run(input.payload, cuts: input.cuts, limits: limits), run(input.payload, cuts: [], limits: limits))
     return 0
 }

@@ -1,3 +1,5 @@
+// Threads: any (pure renderers; the `audit` commands).
+
 /// How `hookgate audit` renders audit rows: JSON lines, CSV, an aligned table, and
 /// `name: value` lines. Pure functions over `SQLValue`s, so tests check them directly.
 public enum AuditFormat {

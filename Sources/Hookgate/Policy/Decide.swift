@@ -1,3 +1,5 @@
+// Threads: any (pure); runs on the loop for every call.
+
 /// What `decide` needs to know about a caller's request: values only, no I/O.
 public struct RequestFacts: Sendable, Equatable {
     public var method: String

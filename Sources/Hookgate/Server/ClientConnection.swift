@@ -15,8 +15,8 @@ final class ClientConnection {
     private unowned let listener: HTTPListener
     private var bev: OpaquePointer?
     private var machine: ConnectionStateMachine
-    private var timer: LoopTimer?
-    private var armedDeadline: UInt64?
+    /// The one timer, on the machine's deadline.
+    private lazy var timer = DeadlineTimer(loop: listener.loop) { [unowned self] in self.timerFired() }
     let peerAddress: String
     private var pumping = false
     private var pumpAgain = false
@@ -96,7 +96,6 @@ final class ClientConnection {
     }
 
     private func timerFired() {
-        armedDeadline = nil
         perform(machine.timerFired(now: EventLoop.monotonicNanos()))
         pump()
     }
@@ -189,18 +188,9 @@ final class ClientConnection {
         _ = bytes.withUnsafeBytes { bufferevent_write(bev, $0.baseAddress, $0.count) }
     }
 
-    /// Keeps the one timer on the machine's deadline.
+    /// Keeps the one timer on the machine's deadline (none once closed).
     private func syncTimer() {
-        guard machine.deadline != armedDeadline else { return }
-        armedDeadline = machine.deadline
-        guard let deadline = machine.deadline, bev != nil else {
-            timer?.cancel()
-            return
-        }
-        let now = EventLoop.monotonicNanos()
-        let ms = deadline > now ? Int((deadline - now + 999_999) / 1_000_000) : 0
-        if timer == nil { timer = listener.loop.timer { [unowned self] in self.timerFired() } }
-        timer?.arm(milliseconds: ms)
+        timer.follow(bev != nil ? machine.deadline : nil)
     }
 
     // MARK: - Answers
@@ -266,8 +256,7 @@ final class ClientConnection {
         guard let bev else { return }
         self.bev = nil
         current = nil  // the request and its connection hold each other until here
-        timer?.cancel()
-        timer = nil
+        timer.follow(nil)
         bufferevent_free(bev)
         runWritten()
         listener.closed(self)

@@ -1,3 +1,5 @@
+// Threads: any (a value; its owner, a `ClientConnection` on the loop thread, drives it).
+
 /// The life of one client connection as a pure state machine (hummingbird's
 /// `HTTPConnectionStateHandler`): the socket adapter reports what happened — bytes, an answer
 /// queued, the output drained, the peer gone, the clock — and executes the action it gets

@@ -150,6 +150,41 @@ package final class LoopTimer {
     }
 }
 
+/// One timer kept on a state machine's deadline (monotonic nanoseconds), for the socket
+/// adapters (`ClientConnection`, `UpstreamConnection`, `UpstreamPool`): re-armed only when the
+/// deadline changes. A fire that comes early (libevent's clock is coarser) is the machine's to
+/// ignore; the adapter's next `follow` arms the timer again. Loop thread only.
+final class DeadlineTimer {
+    private let loop: EventLoop
+    private let fire: () -> Void
+    /// Made on the first deadline (many connections never need one).
+    private var timer: LoopTimer?
+    private var armed: UInt64?
+
+    init(loop: EventLoop, _ fire: @escaping () -> Void) {
+        self.loop = loop
+        self.fire = fire
+    }
+
+    /// Fires once `deadline` passes; nil: not at all.
+    func follow(_ deadline: UInt64?) {
+        guard deadline != armed else { return }
+        armed = deadline
+        guard let deadline else {
+            timer?.cancel()
+            return
+        }
+        if timer == nil {
+            timer = loop.timer(repeating: { [unowned self] in
+                self.armed = nil
+                self.fire()
+            })
+        }
+        let now = EventLoop.monotonicNanos()
+        timer?.arm(milliseconds: deadline > now ? Int((deadline - now + 999_999) / 1_000_000) : 0)
+    }
+}
+
 /// A persistent signal watcher on the loop (SIGTERM, SIGINT, SIGHUP).
 package final class SignalWatcher {
     private var event: OpaquePointer?

@@ -1,3 +1,5 @@
+// Threads: any (pure byte helpers).
+
 enum ASCII {
     /// Whether `bytes` are exactly `literal` (case-sensitive).
     static func equals<C: Collection>(_ bytes: C, _ literal: StaticString) -> Bool where C.Element == UInt8 {

@@ -1,3 +1,5 @@
+// Threads: any (a value); each upstream connection drives its own on the loop.
+
 /// An HTTP/1.1 response as the gateway relays it. Its fields are kept as the head's bytes
 /// and ranges into them: the gateway reads one or two of them, so the rest never become strings.
 public struct UpstreamResponse: Sendable, Equatable {

@@ -37,9 +37,8 @@ final class UpstreamConnection {
     private var completion: UpstreamCompletion?
     /// The part of a call `SSL_write` has not taken yet (retried as the socket drains).
     private var unsent: ArraySlice<UInt8> = []
-    /// The connection's one timer, kept on the machine's deadline, made once.
-    private lazy var timer: LoopTimer = pool.loop.timer(repeating: { [unowned self] in self.timerFired() })
-    private var armedDeadline: UInt64?
+    /// The connection's one timer, on the machine's deadline.
+    private lazy var timer = DeadlineTimer(loop: pool.loop) { [unowned self] in self.timerFired() }
 
     /// Takes ownership of `ssl`.
     init(pool: UpstreamPool, ssl: OpaquePointer) {
@@ -113,23 +112,10 @@ final class UpstreamConnection {
             completion = nil
             shut()
         }
-        syncTimer()
-    }
-
-    /// Keeps the one timer on the machine's deadline.
-    private func syncTimer() {
-        guard machine.deadline != armedDeadline else { return }
-        armedDeadline = machine.deadline
-        guard let deadline = machine.deadline else {
-            timer.cancel()
-            return
-        }
-        let now = EventLoop.monotonicNanos()
-        timer.arm(milliseconds: deadline > now ? Int((deadline - now + 999_999) / 1_000_000) : 0)
+        timer.follow(machine.deadline)
     }
 
     private func timerFired() {
-        armedDeadline = nil
         perform(machine.timerFired(now: EventLoop.monotonicNanos()))
     }
 
@@ -351,8 +337,7 @@ final class UpstreamConnection {
     /// Frees the events, the `SSL` and the socket (no more callbacks), then tells the pool.
     private func shut() {
         guard ssl != nil || fd >= 0 else { return }
-        timer.cancel()
-        armedDeadline = nil
+        timer.follow(nil)
         release()
         pool.closed(self)
     }

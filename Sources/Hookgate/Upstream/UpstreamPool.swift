@@ -32,8 +32,8 @@ final class UpstreamPool {
 
     private var machine: UpstreamPoolStateMachine<UpstreamConnection, Waiting>
     private var connections: [ObjectIdentifier: UpstreamConnection] = [:]
-    private lazy var queueTimer: LoopTimer = loop.timer(repeating: { [unowned self] in self.queueDeadlinePassed() })
-    private var armedDeadline: UInt64?
+    /// One timer, on the oldest waiting call's deadline.
+    private lazy var queueTimer = DeadlineTimer(loop: loop) { [unowned self] in self.queueDeadlinePassed() }
 
     private(set) var connectionsOpened = 0
     /// Where connections decrypt answers into before parsing (one per pool: loop thread only).
@@ -118,7 +118,6 @@ final class UpstreamPool {
     }
 
     private func queueDeadlinePassed() {
-        armedDeadline = nil
         let expired = machine.timerFired(now: EventLoop.monotonicNanos())
         syncTimer()
         for waiting in expired {
@@ -126,17 +125,7 @@ final class UpstreamPool {
         }
     }
 
-    /// Keeps the one queue timer on the machine's deadline.
-    private func syncTimer() {
-        guard machine.deadline != armedDeadline else { return }
-        armedDeadline = machine.deadline
-        guard let deadline = machine.deadline else {
-            queueTimer.cancel()
-            return
-        }
-        let now = EventLoop.monotonicNanos()
-        queueTimer.arm(milliseconds: deadline > now ? Int((deadline - now + 999_999) / 1_000_000) : 0)
-    }
+    private func syncTimer() { queueTimer.follow(machine.deadline) }
 
     /// Closes every idle connection (shutdown); busy ones finish their call first.
     func closeIdle() {

@@ -88,70 +88,65 @@ public struct Verdict: Sendable, Equatable {
 public func decide(_ facts: RequestFacts, policy: Policy, limiter: inout RateLimiter, now: UInt64,
                    refusing preempt: Refusal? = nil) -> Verdict {
     let credentials = Credentials.parse(facts.authorization)
+    // What the checks learn about the caller, recorded whatever the outcome.
     var keyHash: String?
-    var verdict = Verdict(outcome: .failure(.notFound()))
+    var keyFingerprint: String?
+    var team: String?
+    var ids: RedeliverTarget?
+    func verdict(_ outcome: Result<ForwardPlan, Refusal>) -> Verdict {
+        Verdict(outcome: outcome, team: team, keyFingerprint: keyFingerprint,
+                hookID: ids?.hookID, eventRequestID: ids?.requestID)
+    }
     if case .bearer(let key) = credentials {
         let hash = KeyDigest.sha256(key)
         keyHash = hash
-        verdict.keyFingerprint = KeyDigest.fingerprint(sha256: hash)
+        keyFingerprint = KeyDigest.fingerprint(sha256: hash)
     }
 
     // Route and method, then ids.
     let route = Route.match(method: facts.method, target: facts.target)
     switch route {
     case .success(let t):
-        verdict.hookID = t.hookID
-        verdict.eventRequestID = t.requestID
+        ids = t
     case .failure:
         // Whatever the refusal (405, a query string, a request refused before the checks),
         // the ids are recorded whenever the path holds them.
         let utf8 = facts.target.utf8
         let path = utf8.firstIndex(of: UInt8(ascii: "?")).map { String(facts.target[..<$0]) } ?? facts.target
-        if case .success(let t) = Route.match(method: "POST", target: path) {
-            verdict.hookID = t.hookID
-            verdict.eventRequestID = t.requestID
-        }
+        if case .success(let t) = Route.match(method: "POST", target: path) { ids = t }
     }
     if let preempt {
-        if verdict.hookID != nil, let keyHash, let team = policy.team(forKeySHA256: keyHash) { verdict.team = team.name }
-        verdict.outcome = .failure(preempt)
-        return verdict
+        if ids != nil, let keyHash, let known = policy.team(forKeySHA256: keyHash) { team = known.name }
+        return verdict(.failure(preempt))
     }
     let target: RedeliverTarget
     switch route {
     case .success(let t): target = t
-    case .failure(let refusal):
-        verdict.outcome = .failure(refusal)
-        return verdict
+    case .failure(let refusal): return verdict(.failure(refusal))
     }
 
     // Key.
-    guard let keyHash else {
-        verdict.outcome = .failure(credentials == .absent
+    guard let keyHash, let keyFingerprint else {
+        return verdict(.failure(credentials == .absent
             ? .unauthenticated("no key: send Authorization: Bearer <team key>")
-            : .badRequest("malformed Authorization header: send exactly one, as Bearer <team key>"))
-        return verdict
+            : .badRequest("malformed Authorization header: send exactly one, as Bearer <team key>")))
     }
-    guard let team = policy.team(forKeySHA256: keyHash) else {
-        verdict.outcome = .failure(.unauthenticated("the key matches no team"))
-        return verdict
+    guard let known = policy.team(forKeySHA256: keyHash) else {
+        return verdict(.failure(.unauthenticated("the key matches no team")))
     }
-    verdict.team = team.name
+    team = known.name
 
     // Allow-list.
-    guard team.allowHooks.allows(hook: target.hookID) else {
-        verdict.outcome = .failure(.forbidden(team: team.name, hook: target.hookID))
-        return verdict
+    guard known.allowHooks.allows(hook: target.hookID) else {
+        return verdict(.failure(.forbidden(team: known.name, hook: target.hookID)))
     }
 
     // Rate limits.
-    switch limiter.admit(team: team.name, now: now) {
+    switch limiter.admit(team: known.name, now: now) {
     case .failure(let refusal):
-        verdict.outcome = .failure(refusal)
+        return verdict(.failure(refusal))
     case .success(let headers):
-        verdict.outcome = .success(ForwardPlan(team: team.name, target: target,
-                                               keyFingerprint: verdict.keyFingerprint ?? KeyDigest.fingerprint(sha256: keyHash),
-                                               rateLimitHeaders: headers))
+        return verdict(.success(ForwardPlan(team: known.name, target: target, keyFingerprint: keyFingerprint,
+                                            rateLimitHeaders: headers)))
     }
-    return verdict
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Hookgate
 
 struct AuditVerifyCommand: ParsableCommand {
@@ -36,11 +37,14 @@ struct AuditVerifyCommand: ParsableCommand {
     func run() throws {
         let query = try database.open()
         let result: AuditVerification
+        let meter = isatty(STDERR_FILENO) == 1 ? ProgressLine() : nil
         do {
-            result = try query.verify()
+            result = try query.verify(progress: meter.map { meter in { meter.update(done: $0, total: $1) } })
         } catch {
+            meter?.clear()
             throw AuditOutput.fail(error.description)
         }
+        meter?.clear()
         if let broken = result.broken {
             print("audit chain BROKEN at \(broken)")
             throw ExitCode(1)
@@ -61,5 +65,29 @@ struct AuditVerifyCommand: ParsableCommand {
         if let seq = result.lastSeq, let hash = result.lastHash {
             print("last record: \(seq):\(hash)")
         }
+    }
+}
+
+/// A progress line on a terminal's standard error (records/s and time left), rewritten in place
+/// at most once a second and erased at the end, so standard output keeps only the result lines.
+final class ProgressLine {
+    private let started = Date()
+    private var shown = Date.distantPast
+
+    func update(done: Int, total: Int) {
+        let now = Date()
+        guard now.timeIntervalSince(shown) >= 1 else { return }
+        shown = now
+        let elapsed = max(now.timeIntervalSince(started), 0.001)
+        let rate = Double(done) / elapsed
+        var line = "verifying: \(done) of \(total) records (\(Int(rate)) records/s"
+        if total > done, rate > 0 { line += ", about \(Int((Double(total - done) / rate).rounded(.up))) s left" }
+        line += ")"
+        FileHandle.standardError.write(Data(("\r\u{1B}[K" + line).utf8))
+    }
+
+    func clear() {
+        guard shown != .distantPast else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
     }
 }

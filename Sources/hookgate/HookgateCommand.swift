@@ -6,5 +6,5 @@ struct HookgateCommand: ParsableCommand {
         commandName: "hookgate",
         abstract: "The gateway in front of Hookshot's redeliver endpoint.",
         subcommands: [ServeCommand.self, CheckConfigCommand.self, KeygenCommand.self, AuditCommand.self, SimulateUpstreamCommand.self,
-                      BenchAuditCommand.self])
+                      BenchAuditCommand.self, GenerateAuditCommand.self])
 }

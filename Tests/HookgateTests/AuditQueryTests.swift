@@ -423,6 +423,42 @@ private func column(_ name: String, _ row: [SQLValue]) -> SQLValue? {
         #expect(result.broken == "record seq 10 (audit_requests, request_id \(rid(0x42))): hash does not match its content (the record was edited)")
     }
 
+    @Test func namesAResponseWhoseRequestComesLaterOrNever() throws {
+        let f = try Fixture()
+        defer { f.remove() }
+        // Correctly chained and hashed, but the response is recorded before its request.
+        try f.writer.append(response(rid(0x30), at: "2025-03-02T02:00:00.010Z", decision: .forwarded, status: 200, totalMs: 6))
+        try f.writer.append(request(rid(0x30), at: "2025-03-02T02:00:00.000Z", team: "ops", hook: hookA, decision: .forwarded))
+        let result = try AuditQuery(path: f.path).verify()
+        #expect(result.broken == "record seq 10 (audit_responses, request_id \(rid(0x30))): response without an earlier request record")
+
+        let g = try Fixture()
+        defer { g.remove() }
+        try g.writer.append(response(rid(0x31), at: "2025-03-02T02:00:00.010Z", decision: .forwarded, status: 200, totalMs: 6))
+        #expect(try AuditQuery(path: g.path).verify().broken
+            == "record seq 10 (audit_responses, request_id \(rid(0x31))): response without an earlier request record")
+    }
+
+    /// `verify` hashes stored columns' bytes; the writer hashes values. The two encodings must
+    /// agree for every storage class, or a verify would call an intact record edited.
+    @Test func hashingStoredColumnsEqualsHashingTheirValues() throws {
+        let dir = TestDirectory.make("chain-encoding")
+        let db = try SQLiteConnection(path: dir + "/t.sqlite3")
+        try db.execute("CREATE TABLE t (a, b, c, d, e, f, g, h, i, j)")
+        let values: [SQLValue] = [.null, .int(-42), .int(Int64.max), .double(-0.5), .double(1e300), .text(""),
+                                  .text("é\u{0}\u{1F600}"), .blob([]), .blob([0, 255, 7]), .text(String(repeating: "x", count: 70_000))]
+        try db.prepare("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)").run(values)
+        let row = try db.prepare("SELECT * FROM t")
+        #expect(try row.step())
+        var fromColumns: [UInt8] = []
+        for i in 0..<values.count { AuditChain.appendColumn(i, of: row, to: &fromColumns) }
+        var fromValues: [UInt8] = []
+        _ = AuditChain.hash(table: "", values: values, context: nil, buffer: &fromValues)
+        let prefix = AuditChain.domain.count + 1 + 8  // the domain, then the empty table name's tag and length
+        #expect(Array(fromValues.dropFirst(prefix)) == fromColumns)
+        #expect(fromColumns.count > 70_000)
+    }
+
     @Test func verifiesABodyHoldingANulByte() throws {
         let f = try Fixture()
         defer { f.remove() }

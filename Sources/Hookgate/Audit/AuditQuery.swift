@@ -57,9 +57,11 @@ public final class AuditQuery {
 
     /// Checks the whole hash chain (`AuditChain.verify`) in one read transaction, and reads
     /// the newest record's seq and hash (worth noting outside the database: see `hash(seq:)`).
-    public func verify() throws(AuditQueryError) -> AuditVerification {
+    /// Checks the whole chain in constant memory (`AuditChain.verify`). `progress`, if given, is
+    /// called now and then with (records checked, records in all).
+    public func verify(progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws(AuditQueryError) -> AuditVerification {
         try readTransaction { () throws(AuditError) -> AuditVerification in
-            let report = try AuditChain.verify(db)
+            let report = try AuditChain.verify(db, progress: progress)
             var result = AuditVerification(records: report.records, pairs: report.pairs,
                                            incomplete: report.incomplete, broken: report.broken)
             let head = try db.prepare("""

@@ -15,7 +15,7 @@ package enum AuditChain {
     }
 
     /// The same, building the hashed bytes in `buffer` (emptied first; a writer reuses one).
-    static func hash(table: String, values: [SQLValue], context: SHA256Context?, buffer bytes: inout [UInt8]) -> String {
+    package static func hash(table: String, values: [SQLValue], context: SHA256Context?, buffer bytes: inout [UInt8]) -> String {
         bytes.removeAll(keepingCapacity: true)
         bytes.reserveCapacity(1024)
         bytes.append(contentsOf: domain)
@@ -25,21 +25,26 @@ package enum AuditChain {
     }
 
     private static func appendBigEndian(_ value: UInt64, to out: inout [UInt8]) {
-        withUnsafeBytes(of: value.bigEndian) { out.append(contentsOf: $0) }
+        // Eight single-byte appends: cheaper than a generic copy of 8 bytes.
+        var shift = 56
+        while shift >= 0 {
+            out.append(UInt8(truncatingIfNeeded: value >> UInt64(shift)))
+            shift -= 8
+        }
     }
+
+    // The canonical encoding of one field: a type tag (0 null, 1 integer, 2 real, 3 text,
+    // 4 blob), then for all but null a big-endian length and the bytes. Written once for values
+    // (the writer) and once for stored columns (verify); a unit test keeps the two equal.
 
     private static func appendField(_ value: SQLValue, to out: inout [UInt8]) {
         switch value {
         case .null:
             out.append(0)
         case .int(let v):
-            out.append(1)
-            appendBigEndian(8, to: &out)
-            appendBigEndian(UInt64(bitPattern: v), to: &out)
+            appendInteger(v, to: &out)
         case .double(let d):
-            out.append(2)
-            appendBigEndian(8, to: &out)
-            appendBigEndian(d.bitPattern, to: &out)
+            appendReal(d, to: &out)
         case .text(let s):
             out.append(3)
             appendBigEndian(UInt64(s.utf8.count), to: &out)
@@ -51,6 +56,37 @@ package enum AuditChain {
         }
     }
 
+    /// The same encoding, straight from a stored column's bytes (no String or Array made).
+    static func appendColumn(_ i: Int, of row: SQLiteStatement, to out: inout [UInt8]) {
+        let column = row.raw(i)
+        switch column.type {
+        case .null:
+            out.append(0)
+        case .int:
+            appendInteger(column.int, to: &out)
+        case .double:
+            appendReal(column.double, to: &out)
+        case .text, .blob:
+            out.append(column.type == .blob ? 4 : 3)
+            appendBigEndian(UInt64(column.bytes.count), to: &out)
+            if let base = column.bytes.baseAddress {
+                out.append(contentsOf: UnsafeBufferPointer(start: base.assumingMemoryBound(to: UInt8.self), count: column.bytes.count))
+            }
+        }
+    }
+
+    private static func appendInteger(_ v: Int64, to out: inout [UInt8]) {
+        out.append(1)
+        appendBigEndian(8, to: &out)
+        appendBigEndian(UInt64(bitPattern: v), to: &out)
+    }
+
+    private static func appendReal(_ d: Double, to out: inout [UInt8]) {
+        out.append(2)
+        appendBigEndian(8, to: &out)
+        appendBigEndian(d.bitPattern, to: &out)
+    }
+
     /// The outcome of `hookgate audit verify`.
     public struct Report: Sendable, Equatable {
         public var records: Int
@@ -60,78 +96,82 @@ package enum AuditChain {
         public var broken: String?
     }
 
-    /// Walks both tables in `seq` order and checks every link and hash.
-    package static func verify(_ db: SQLiteConnection) throws(AuditError) -> Report {
+    /// Walks both tables in `seq` order (a merge of two ordered cursors) and checks every link
+    /// and hash. Runs in constant memory whatever the file's size: the previous record's hash is
+    /// all it carries from one record to the next, and a response's request is looked up with the
+    /// response (its seq must be lower). Columns are hashed from SQLite's bytes as stored.
+    /// `progress` is called every `progressEvery` records with (records checked, records in all).
+    package static func verify(_ db: SQLiteConnection, progressEvery: Int = 1 << 16,
+                               progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws(AuditError) -> Report {
+        let requestWidth = AuditSchema.requestColumns.count, responseWidth = AuditSchema.responseColumns.count
         let q = try db.prepare("SELECT \(AuditSchema.requestColumns.joined(separator: ", ")), hash FROM audit_requests ORDER BY seq")
-        let r = try db.prepare("SELECT \(AuditSchema.responseColumns.joined(separator: ", ")), hash FROM audit_responses ORDER BY seq")
-        var nextQ = try row(q, width: AuditSchema.requestColumns.count)
-        var nextR = try row(r, width: AuditSchema.responseColumns.count)
+        // The request's seq comes with each response (one probe of request_id's unique index).
+        let r = try db.prepare("""
+            SELECT \(AuditSchema.responseColumns.map { "r.\($0)" }.joined(separator: ", ")), r.hash, q.seq
+              FROM audit_responses r LEFT JOIN audit_requests q ON q.request_id = r.request_id
+             ORDER BY r.seq
+            """)
+        var total = 0
+        if progress != nil {
+            total = Int(try db.scalarInt("SELECT max(COALESCE((SELECT max(seq) FROM audit_requests), 0), "
+                                         + "COALESCE((SELECT max(seq) FROM audit_responses), 0))") ?? 0)
+        }
+        var hasRequest = try q.step(), hasResponse = try r.step()
         var expectedSeq: Int64 = 1
-        var previous = genesis
+        var previous = Array(genesis.utf8)
+        var computed = [UInt8](repeating: 0, count: 64)
+        var buffer = [UInt8]()
+        buffer.reserveCapacity(4096)
+        let context = SHA256Context()
+        let requestTag = tableTag("audit_requests"), responseTag = tableTag("audit_responses")
         var records = 0, responses = 0, requests = 0
-        var requestIDs = Set<String>()
-        while nextQ != nil || nextR != nil {
-            let takeRequest: Bool
-            switch (nextQ, nextR) {
-            case (let a?, let b?): takeRequest = a.seq < b.seq
-            case (.some, nil): takeRequest = true
-            default: takeRequest = false
-            }
-            let rec = takeRequest ? nextQ! : nextR!
-            let table = takeRequest ? "audit_requests" : "audit_responses"
-            let label = "record seq \(rec.seq) (\(table), request_id \(rec.requestID))"
+        while hasRequest || hasResponse {
+            let takeRequest = hasRequest && (!hasResponse || q.int(0) < r.int(0))
+            let row = takeRequest ? q : r
+            let width = takeRequest ? requestWidth : responseWidth
+            let seq = row.int(0)
             func broken(_ why: String) -> Report {
-                Report(records: records, pairs: responses, incomplete: requests - responses, broken: "\(label): \(why)")
+                let table = takeRequest ? "audit_requests" : "audit_responses"
+                return Report(records: records, pairs: responses, incomplete: requests - responses,
+                              broken: "record seq \(seq) (\(table), request_id \(row.text(1) ?? "?")): \(why)")
             }
-            if rec.seq != expectedSeq {
-                return broken(rec.seq > expectedSeq
+            if seq != expectedSeq {
+                return broken(seq > expectedSeq
                     ? "expected seq \(expectedSeq): a record before it was deleted"
-                    : "seq \(rec.seq) out of order")
+                    : "seq \(seq) out of order")
             }
-            if rec.prevHash != previous {
+            if !row.bytesEqual(width - 1, previous) {
                 return broken("prev_hash does not match the previous record's hash (a record was removed, inserted or reordered)")
             }
-            let computed = hash(table: table, values: rec.values)
-            if computed != rec.hash {
+            buffer.removeAll(keepingCapacity: true)
+            buffer.append(contentsOf: takeRequest ? requestTag : responseTag)
+            for i in 0..<width { appendColumn(i, of: row, to: &buffer) }
+            context.hex(buffer, into: &computed)
+            if !row.bytesEqual(width, computed) {
                 return broken("hash does not match its content (the record was edited)")
             }
             if takeRequest {
-                requestIDs.insert(rec.requestID)
                 requests += 1
-                nextQ = try row(q, width: AuditSchema.requestColumns.count)
+                hasRequest = try q.step()
             } else {
-                guard requestIDs.contains(rec.requestID) else {
+                guard row.raw(width + 1).type == .int, row.int(width + 1) < seq else {
                     return broken("response without an earlier request record")
                 }
                 responses += 1
-                nextR = try row(r, width: AuditSchema.responseColumns.count)
+                hasResponse = try r.step()
             }
-            previous = rec.hash
+            swap(&previous, &computed)
             expectedSeq += 1
             records += 1
+            if let progress, records % progressEvery == 0 { progress(records, total) }
         }
         return Report(records: records, pairs: responses, incomplete: requests - responses, broken: nil)
     }
 
-    private struct Row {
-        var seq: Int64
-        var requestID: String
-        var prevHash: String
-        var hash: String
-        var values: [SQLValue]
-    }
-
-    private static func row(_ s: SQLiteStatement, width: Int) throws(AuditError) -> Row? {
-        guard try s.step() else { return nil }
-        var values: [SQLValue] = []
-        values.reserveCapacity(width)
-        for i in 0..<width { values.append(s.value(i)) }
-        let seq: Int64
-        if case .int(let v) = values[0] { seq = v } else { seq = -1 }
-        let requestID: String
-        if case .text(let t) = values[1] { requestID = t } else { requestID = "?" }
-        let prevHash: String
-        if case .text(let t) = values[width - 1] { prevHash = t } else { prevHash = "" }
-        return Row(seq: seq, requestID: requestID, prevHash: prevHash, hash: s.text(width) ?? "", values: values)
+    /// The hashed bytes every record of `table` starts with: the domain, then the table's name.
+    private static func tableTag(_ table: String) -> [UInt8] {
+        var bytes = domain
+        appendField(.text(table), to: &bytes)
+        return bytes
     }
 }

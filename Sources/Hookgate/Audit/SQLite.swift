@@ -1,4 +1,5 @@
 import CSQLite
+import Foundation
 
 /// Every SQLite failure: the result code, SQLite's message and the statement (never the
 /// bound values, which may hold audit content).
@@ -231,6 +232,44 @@ package final class SQLiteStatement {
         let n = Int(sqlite3_column_bytes(statement, Int32(i)))
         guard let p = sqlite3_column_blob(statement, Int32(i)) else { return isNull(i) ? nil : [] }
         return Array(UnsafeRawBufferPointer(start: p, count: n))
+    }
+
+    /// A column's storage class in the current row.
+    enum ColumnType { case null, int, double, text, blob }
+
+    /// A column of the current row as stored, without copying: valid until the next step.
+    struct RawColumn {
+        var type: ColumnType
+        /// The value of an integer or real column (`double` only for real).
+        var int: Int64 = 0
+        var double: Double = 0
+        /// The bytes of a text or blob column.
+        var bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+    }
+
+    func raw(_ i: Int) -> RawColumn {
+        let column = Int32(i)
+        switch sqlite3_column_type(statement, column) {
+        case SQLITE_NULL: return RawColumn(type: .null)
+        case SQLITE_INTEGER: return RawColumn(type: .int, int: sqlite3_column_int64(statement, column))
+        case SQLITE_FLOAT: return RawColumn(type: .double, double: sqlite3_column_double(statement, column))
+        case SQLITE_BLOB:
+            let p = sqlite3_column_blob(statement, column)
+            let n = Int(sqlite3_column_bytes(statement, column))
+            return RawColumn(type: .blob, bytes: UnsafeRawBufferPointer(start: n > 0 ? p : nil, count: n > 0 ? n : 0))
+        default:
+            let p = sqlite3_column_text(statement, column)
+            let n = Int(sqlite3_column_bytes(statement, column))
+            return RawColumn(type: .text, bytes: UnsafeRawBufferPointer(start: n > 0 ? p : nil, count: n > 0 ? n : 0))
+        }
+    }
+
+    /// Whether a text or blob column's bytes are exactly `bytes`.
+    func bytesEqual(_ i: Int, _ bytes: [UInt8]) -> Bool {
+        let stored = raw(i).bytes
+        guard stored.count == bytes.count else { return false }
+        guard let base = stored.baseAddress else { return true }
+        return bytes.withUnsafeBytes { memcmp(base, $0.baseAddress!, stored.count) == 0 }
     }
 
     /// The column as a typed value.

@@ -41,12 +41,27 @@ public enum SHA256 {
 package final class SHA256Context {
     private let ctx: OpaquePointer
 
-    init() {
+    package init() {
         guard let ctx = EVP_MD_CTX_new() else { fatalError("EVP_MD_CTX_new failed") }
         self.ctx = ctx
     }
 
     deinit { EVP_MD_CTX_free(ctx) }
+
+    /// The digest of `bytes` as 64 lowercase hex digits written into `out` (resized to 64).
+    func hex(_ bytes: [UInt8], into out: inout [UInt8]) {
+        if out.count != 64 { out = [UInt8](repeating: 0, count: 64) }
+        bytes.withUnsafeBytes { input in
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { digest in
+                var length: UInt32 = 0
+                let ok = EVP_DigestInit_ex2(ctx, SHA256.md, nil) == 1
+                    && EVP_DigestUpdate(ctx, input.baseAddress, input.count) == 1
+                    && EVP_DigestFinal_ex(ctx, digest.baseAddress, &length) == 1
+                precondition(ok && length == 32, "SHA-256 failed")
+                _ = out.withUnsafeMutableBufferPointer { Hex.encode(UnsafeBufferPointer(digest), into: $0) }
+            }
+        }
+    }
 
     func hex(_ bytes: [UInt8]) -> String {
         bytes.withUnsafeBytes { input in
@@ -66,15 +81,20 @@ public enum Hex {
     private static let digits = Array("0123456789abcdef".utf8)
     public static func encode<Bytes: Collection>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
         // Written straight into the string's storage (one allocation).
-        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
-            var o = 0
-            for b in bytes {
-                out[o] = digits[Int(b >> 4)]
-                out[o + 1] = digits[Int(b & 0x0f)]
-                o += 2
-            }
-            return o
+        String(unsafeUninitializedCapacity: bytes.count * 2) { encode(bytes, into: $0) }
+    }
+
+    /// Writes two lowercase hex digits per byte into `out` (room for them assumed); returns the count.
+    @discardableResult
+    static func encode<Bytes: Collection>(_ bytes: Bytes, into out: UnsafeMutableBufferPointer<UInt8>) -> Int
+    where Bytes.Element == UInt8 {
+        var o = 0
+        for b in bytes {
+            out[o] = digits[Int(b >> 4)]
+            out[o + 1] = digits[Int(b & 0x0f)]
+            o += 2
         }
+        return o
     }
 }
 

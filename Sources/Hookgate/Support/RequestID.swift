@@ -58,7 +58,7 @@ public enum UUIDText {
     }
 
     /// The 128 bits as text, written straight into the string's storage (one allocation).
-    static func format(high: UInt64, low: UInt64) -> String {
+    package static func format(high: UInt64, low: UInt64) -> String {
         String(unsafeUninitializedCapacity: 36) { out in
             var o = 0
             for nibble in 0..<32 {

@@ -1,0 +1,58 @@
+import Foundation
+import Testing
+@testable import Hookgate
+
+/// `hookgate generate-audit` (the year-of-traffic files of bench/AUDIT.md) and `audit verify`
+/// on such a file, run as a user runs them.
+@Suite struct AuditAtScaleTests {
+    static func run(_ arguments: [String], seconds: Double = 60) throws -> (status: Int32, out: [String], err: [String]) {
+        let child = try ChildProcess(arguments: arguments)
+        let status = child.waitForExit(seconds: seconds)
+        try child.wait("output") { !(child.stdoutLines + child.stderrLines).isEmpty }
+        return (status, child.stdoutLines, child.stderrLines)
+    }
+
+    @Test func aGeneratedFileVerifiesIsSpreadLikeTrafficAndComesOutTheSameForTheSameSeed() throws {
+        let dir = Harness.tempDir("generate")
+        let made = try Self.run(["generate-audit", "--out", dir + "/a.sqlite3", "--calls", "3000", "--days", "3",
+                                 "--teams", "4", "--hooks", "40", "--seed", "7", "--start", "2025-06-01"])
+        #expect(made.status == 0, "\(made.err)")
+        #expect(made.out.first?.hasPrefix("wrote \(dir)/a.sqlite3: 3000 calls, 6000 records") == true, "\(made.out)")
+        let verify = try Self.run(["audit", "verify", "--db", dir + "/a.sqlite3"])
+        #expect(verify.status == 0)
+        #expect(verify.out.first == "audit chain OK: 6000 records, 3000 complete pairs, 0 requests without a response")
+        #expect(verify.err.isEmpty, "no progress line when standard error is not a terminal: \(verify.err)")
+
+        let db = try SQLiteConnection(path: dir + "/a.sqlite3", readOnly: true)
+        #expect(try db.scalarInt("SELECT count(DISTINCT team) FROM audit_requests") == 4)
+        #expect(try db.scalarInt("SELECT count(DISTINCT hook_id) FROM audit_requests") == 40)
+        #expect(try db.scalarInt("SELECT count(*) FROM audit_requests WHERE received_at < '2025-06-01' OR received_at >= '2025-06-04'") == 0)
+        #expect(try db.scalarInt("SELECT count(DISTINCT substr(received_at, 1, 10)) FROM audit_requests") == 3)
+        let forwarded = try #require(try db.scalarInt("SELECT count(*) FROM audit_pairs WHERE decision = 'forwarded'"))
+        #expect((2400...2750).contains(forwarded), "about 86 % forwarded: \(forwarded)")
+        #expect(try db.scalarInt("SELECT count(DISTINCT decision) FROM audit_pairs") ?? 0 >= 8, "refusals and failures of most kinds")
+        #expect(try db.scalarInt("SELECT count(*) FROM (SELECT event_request_id FROM audit_requests WHERE event_request_id IS NOT NULL GROUP BY 1 HAVING count(*) > 1)") ?? 0 > 50,
+                "some Hookshot requests redelivered more than once")
+        #expect(try db.scalarInt("SELECT count(*) FROM audit_responses r JOIN audit_requests q USING (request_id) WHERE r.seq != q.seq + 1") ?? 0 > 100,
+                "calls overlap: responses recorded after later requests")
+
+        let again = try Self.run(["generate-audit", "--out", dir + "/b.sqlite3", "--calls", "3000", "--days", "3",
+                                  "--teams", "4", "--hooks", "40", "--seed", "7", "--start", "2025-06-01"])
+        #expect(again.status == 0)
+        let other = try Self.run(["audit", "verify", "--db", dir + "/b.sqlite3"])
+        #expect(other.out.last == verify.out.last, "the same seed writes the same chain (same last hash)")
+        #expect(other.out.last?.hasPrefix("last record: 6000:") == true)
+    }
+
+    @Test func generateRefusesAnExistingFileAndBadOptions() throws {
+        let dir = Harness.tempDir("generate-refuse")
+        #expect(FileManager.default.createFile(atPath: dir + "/x.sqlite3", contents: Data("keep".utf8)))
+        let exists = try Self.run(["generate-audit", "--out", dir + "/x.sqlite3", "--calls", "10"])
+        #expect(exists.status == 64)
+        #expect(exists.err.joined().contains("exists"), "\(exists.err)")
+        #expect(try String(contentsOfFile: dir + "/x.sqlite3", encoding: .utf8) == "keep")
+        let badDay = try Self.run(["generate-audit", "--out", dir + "/y.sqlite3", "--start", "2025-02-30"])
+        #expect(badDay.status == 64)
+        #expect(badDay.err.joined().contains("--start"), "\(badDay.err)")
+    }
+}

@@ -89,6 +89,8 @@ package enum AuditGenerator {
         }
         for done in inFlight { try insert("audit_responses", done.values(maxBodyBytes: 65_536), insertResponse) }
         try db.execute("COMMIT")
+        // The summaries and the lookup, in batches as the gateway's writer would have written them.
+        try AuditDerived.catchUp(db, batchRecords: AuditDerived.writerBatchRecords)
         try db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         summary.calls = options.calls
         summary.seconds = Date().timeIntervalSince(started)

@@ -5,13 +5,13 @@ import Hookgate
 struct AuditCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "audit",
-        abstract: "Read the audit database: verify its hash chain, list, export or show records.",
+        abstract: "Read the audit database: verify its hash chain, list, export or show records; rebuild its summaries.",
         discussion: """
-            Every subcommand opens the file read-only: it never writes, never creates a file,
-            and works while the gateway is running (the database is in WAL mode).
+            Every subcommand but rebuild opens the file read-only: it never writes, never creates
+            a file, and works while the gateway is running (the database is in WAL mode).
             See docs/audit.md for the tables, the view audit_pairs and the hash chain.
             """,
-        subcommands: [AuditVerifyCommand.self, AuditListCommand.self, AuditExportCommand.self, AuditShowCommand.self])
+        subcommands: [AuditVerifyCommand.self, AuditListCommand.self, AuditExportCommand.self, AuditShowCommand.self, AuditRebuildCommand.self])
 }
 
 /// `--db FILE`, shared by every `audit` subcommand.

@@ -9,7 +9,8 @@ struct AuditVerifyCommand: ParsableCommand {
         discussion: """
             Exit 0 when every record is present, in order and unchanged since it was written;
             exit 1 naming the first record that breaks the chain (edited, deleted, inserted or
-            reordered), or when the file cannot be read. The last line on success names the
+            reordered), naming the first daily summary row that disagrees with the records, or
+            when the file cannot be read. The last line on success names the
             newest record's seq and hash: note it somewhere else, and pass it back later with
             --anchor to also detect that newer records were cut off the end.
             """)
@@ -58,7 +59,17 @@ struct AuditVerifyCommand: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+        if let mismatch = result.summaryMismatch {
+            print("audit summaries DISAGREE: \(mismatch). The chain itself is whole; "
+                  + "hookgate audit rebuild --db \(database.db) writes the summaries again from the records")
+            throw ExitCode(1)
+        }
         func count(_ n: Int, _ one: String, _ many: String) -> String { "\(n) \(n == 1 ? one : many)" }
+        if let through = result.summariesThrough {
+            print("audit summaries OK: they agree with the records up to seq \(through)")
+        } else {
+            print("audit summaries: none in this file (written before schema 3; hookgate audit rebuild adds them)")
+        }
         print("audit chain OK: \(count(result.records, "record", "records")), "
               + "\(count(result.pairs, "complete pair", "complete pairs")), "
               + "\(count(result.incomplete, "request without a response", "requests without a response"))")
@@ -73,6 +84,9 @@ struct AuditVerifyCommand: ParsableCommand {
 final class ProgressLine {
     private let started = Date()
     private var shown = Date.distantPast
+    private let verb: String
+
+    init(verb: String = "verifying") { self.verb = verb }
 
     func update(done: Int, total: Int) {
         let now = Date()
@@ -80,7 +94,7 @@ final class ProgressLine {
         shown = now
         let elapsed = max(now.timeIntervalSince(started), 0.001)
         let rate = Double(done) / elapsed
-        var line = "verifying: \(done) of \(total) records (\(Int(rate)) records/s"
+        var line = "\(verb): \(done) of \(total) records (\(Int(rate)) records/s"
         if total > done, rate > 0 { line += ", about \(Int((Double(total - done) / rate).rounded(.up))) s left" }
         line += ")"
         FileHandle.standardError.write(Data(("\r\u{1B}[K" + line).utf8))

@@ -20,7 +20,9 @@ import Testing
         #expect(made.out.first?.hasPrefix("wrote \(dir)/a.sqlite3: 3000 calls, 6000 records") == true, "\(made.out)")
         let verify = try Self.run(["audit", "verify", "--db", dir + "/a.sqlite3"])
         #expect(verify.status == 0)
-        #expect(verify.out.first == "audit chain OK: 6000 records, 3000 complete pairs, 0 requests without a response")
+        #expect(verify.out.count == 3)
+        #expect(verify.out.first == "audit summaries OK: they agree with the records up to seq 6000")
+        #expect(verify.out.dropFirst().first == "audit chain OK: 6000 records, 3000 complete pairs, 0 requests without a response")
         #expect(verify.err.isEmpty, "no progress line when standard error is not a terminal: \(verify.err)")
 
         let db = try SQLiteConnection(path: dir + "/a.sqlite3", readOnly: true)
@@ -42,6 +44,35 @@ import Testing
         let other = try Self.run(["audit", "verify", "--db", dir + "/b.sqlite3"])
         #expect(other.out.last == verify.out.last, "the same seed writes the same chain (same last hash)")
         #expect(other.out.last?.hasPrefix("last record: 6000:") == true)
+    }
+
+    @Test func verifyFailsOnAnEditedSummaryAndRebuildRepairsItAsAUserRunsThem() throws {
+        let dir = Harness.tempDir("rebuild")
+        let path = dir + "/a.sqlite3"
+        let made = try Self.run(["generate-audit", "--out", path, "--calls", "2000", "--days", "2", "--teams", "3", "--hooks", "30"])
+        #expect(made.status == 0, "\(made.err)")
+        let before = try Self.run(["audit", "list", "--db", path, "--team", "team-01", "--limit", "0"])
+        let writer = try SQLiteConnection(path: path)
+        try writer.execute("UPDATE audit_summary_hooks SET calls = calls + 5 WHERE day = '2025-01-01' AND team = 'team-01' AND status = 200")
+        writer.close()
+        let broken = try Self.run(["audit", "verify", "--db", path])
+        #expect(broken.status == 1)
+        #expect(broken.out.first?.hasPrefix("audit summaries DISAGREE: audit_summary_hooks on 2025-01-01, team team-01, hook ") == true, "\(broken.out)")
+        #expect(broken.out.first?.contains("hookgate audit rebuild --db \(path)") == true)
+
+        let rebuilt = try Self.run(["audit", "rebuild", "--db", path])
+        #expect(rebuilt.status == 0, "\(rebuilt.err)")
+        #expect(rebuilt.out.first?.hasPrefix("rebuilt \(path): 4000 records in ") == true, "\(rebuilt.out)")
+        #expect(rebuilt.out.first?.hasSuffix("lookup rows in 1 batches") == true, "\(rebuilt.out)")
+        let verify = try Self.run(["audit", "verify", "--db", path])
+        #expect(verify.status == 0, "\(verify.out)")
+        #expect(verify.out.first == "audit summaries OK: they agree with the records up to seq 4000")
+        let after = try Self.run(["audit", "list", "--db", path, "--team", "team-01", "--limit", "0"])
+        #expect(after.out == before.out, "the records are untouched")
+        let missing = try Self.run(["audit", "rebuild", "--db", dir + "/none.sqlite3"])
+        #expect(missing.status == 1)
+        #expect(missing.err.joined().contains("no such file"), "\(missing.err)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/none.sqlite3"), "never creates a file")
     }
 
     @Test func generateRefusesAnExistingFileAndBadOptions() throws {

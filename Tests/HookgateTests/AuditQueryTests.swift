@@ -375,7 +375,7 @@ private func column(_ name: String, _ row: [SQLValue]) -> SQLValue? {
         let f = try Fixture()
         defer { f.remove() }
         let result = try AuditQuery(path: f.path).verify()
-        #expect(result == AuditVerification(records: 9, pairs: 4, incomplete: 1, broken: nil, lastSeq: 9, lastHash: f.writer.head))
+        #expect(result == AuditVerification(records: 9, pairs: 4, incomplete: 1, broken: nil, summariesThrough: 0, lastSeq: 9, lastHash: f.writer.head))
         #expect(try AuditQuery(path: f.path).hash(seq: 9) == f.writer.head)
         #expect(try AuditQuery(path: f.path).hash(seq: 10) == nil)
     }
@@ -479,7 +479,7 @@ private func column(_ name: String, _ row: [SQLValue]) -> SQLValue? {
         #expect(try query.verify().records == 9)
         #expect(try query.list(AuditFilter()).rows.count == 5)
         try f.writer.db.execute("COMMIT")
-        #expect(try query.verify() == AuditVerification(records: 10, pairs: 4, incomplete: 2, broken: nil, lastSeq: 10,
+        #expect(try query.verify() == AuditVerification(records: 10, pairs: 4, incomplete: 2, broken: nil, summariesThrough: 0, lastSeq: 10,
                                                       lastHash: f.writer.head))
     }
 
@@ -532,7 +532,11 @@ private func column(_ name: String, _ row: [SQLValue]) -> SQLValue? {
             try writer.append(request(r1, at: "2025-03-01T09:00:00.000Z", team: "claims", hook: hookA, decision: .forwarded))
             try writer.append(response(r1, at: "2025-03-01T09:00:00.120Z", decision: .forwarded, status: 200, upstream: 200,
                                        upstreamMs: 80, totalMs: 120, body: body1))
-            try writer.db.execute("CREATE INDEX audit_requests_event_request ON audit_requests(event_request_id)")
+            try writer.db.execute("""
+                DROP VIEW audit_daily; DROP VIEW audit_daily_hooks; DROP TABLE audit_event_lookup; DROP TABLE audit_summary_hooks;
+                DROP TABLE audit_summary_teams; DROP TABLE audit_batches;
+                CREATE INDEX audit_requests_event_request ON audit_requests(event_request_id)
+                """)
             try writer.db.execute("PRAGMA user_version = 1")
             writer.db.close()
         }
@@ -540,6 +544,11 @@ private func column(_ name: String, _ row: [SQLValue]) -> SQLValue? {
         #expect(try db.scalarInt("PRAGMA user_version") == AuditSchema.version)
         #expect(try indexes(db) == ["audit_requests_hook", "audit_requests_received_at", "audit_requests_team",
                                     "audit_responses_decision", "audit_responses_status"])
+        // The migration derived the summaries and the lookup from the records.
+        #expect(try AuditDerived.watermark(db) == 2)
+        #expect(try db.scalarInt("SELECT count(*) FROM audit_event_lookup") == 1)
+        #expect(try db.scalarInt("SELECT sum(calls) FROM audit_summary_hooks WHERE status = 200 AND decision = 'forwarded'") == 1)
+        #expect(try db.scalarInt("SELECT sum(calls) FROM audit_daily WHERE status = 200 AND decision = 'forwarded'") == 1)
         let query = try AuditQuery(path: path)
         #expect(try query.verify().pairs == 1)
         let rows = try query.list(.parse(eventRequestID: event1)).rows

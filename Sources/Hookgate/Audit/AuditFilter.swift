@@ -86,7 +86,9 @@ public struct AuditFilter: Sendable, Equatable {
 
     /// One parameterised query over `audit_pairs`: column names are literals, every value a
     /// bound parameter.
-    func query() -> (sql: String, parameters: [SQLValue]) {
+    /// `eventLookup`: the file has `audit_event_lookup` (schema 3): a Hookshot request id is found
+    /// with one probe per batch plus the records after the last batch, instead of a scan.
+    func query(eventLookup: Bool = false) -> (sql: String, parameters: [SQLValue]) {
         var conditions: [String] = []
         var parameters: [SQLValue] = []
         func add(_ condition: String, _ value: SQLValue) {
@@ -95,7 +97,22 @@ public struct AuditFilter: Sendable, Equatable {
         }
         if let team { add("team = ?", .text(team)) }
         if let hookID { add("hook_id = ?", .text(hookID)) }
-        if let eventRequestID { add("event_request_id = ?", .text(eventRequestID)) }
+        if let eventRequestID {
+            if eventLookup {
+                parameters.append(AuditDerived.eventKey(eventRequestID))
+                parameters.append(.text(eventRequestID))
+                let key = parameters.count - 1, text = parameters.count
+                conditions.append("""
+                    request_id IN (SELECT request_id FROM audit_requests WHERE seq IN (
+                        SELECT seq FROM audit_event_lookup WHERE bucket IN (SELECT first_seq FROM audit_batches) AND event_key = ?\(key)
+                        UNION ALL
+                        SELECT seq FROM audit_requests WHERE seq > (SELECT COALESCE(max(last_seq), 0) FROM audit_batches)
+                           AND event_request_id = ?\(text) COLLATE NOCASE))
+                    """)
+            } else {
+                add("event_request_id = ?", .text(eventRequestID))
+            }
+        }
         if let requestID { add("request_id = ?", .text(requestID)) }
         if let decision { add("decision = ?", .text(decision.rawValue)) }
         if let status { add("status = ?", .int(Int64(status))) }

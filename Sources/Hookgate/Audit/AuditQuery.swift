@@ -10,6 +10,8 @@ import Foundation
 public final class AuditQuery {
     public let path: String
     private let db: SQLiteConnection
+    /// The file has the derived tables of schema 3 (summaries, the lookup by Hookshot request id).
+    public let hasDerivedTables: Bool
 
     /// The columns of the `audit_pairs` view, in order: the shape of every row returned by
     /// `list(_:)` and `forEachPair(_:_:)`.
@@ -49,6 +51,15 @@ public final class AuditQuery {
             connection.close()
             throw .notAuditDatabase(path, why: "no audit_requests, audit_responses and audit_pairs")
         }
+        do throws(AuditError) {
+            hasDerivedTables = try connection.scalarInt("""
+                SELECT count(*) FROM sqlite_master
+                 WHERE type = 'table' AND name IN ('audit_batches', 'audit_summary_hooks', 'audit_summary_teams', 'audit_event_lookup')
+                """) == 4
+        } catch {
+            connection.close()
+            throw .sqlite(error)
+        }
     }
 
     deinit { db.close() }
@@ -64,6 +75,8 @@ public final class AuditQuery {
             let report = try AuditChain.verify(db, progress: progress)
             var result = AuditVerification(records: report.records, pairs: report.pairs,
                                            incomplete: report.incomplete, broken: report.broken)
+            result.summariesThrough = report.summariesThrough
+            result.summaryMismatch = report.summaryMismatch
             let head = try db.prepare("""
                 SELECT seq, hash FROM audit_requests UNION ALL SELECT seq, hash FROM audit_responses
                  ORDER BY seq DESC LIMIT 1
@@ -121,7 +134,7 @@ public final class AuditQuery {
 
     /// Steps through the matching rows while `body` returns true.
     private func run(_ filter: AuditFilter, _ body: ([SQLValue]) -> Bool) throws(AuditQueryError) {
-        let (sql, parameters) = filter.query()
+        let (sql, parameters) = filter.query(eventLookup: hasDerivedTables)
         try readTransaction { () throws(AuditError) in
             let statement = try db.prepare(sql)
             try statement.bind(parameters)
@@ -202,10 +215,16 @@ public struct AuditVerification: Sendable, Equatable {
     public var incomplete: Int
     /// nil when the chain is whole; else the first record that breaks it and why.
     public var broken: String?
+    /// The summaries (`audit_summary_hooks`, `audit_summary_teams`) cover the records up to this seq and were compared with
+    /// them; nil when the file has none (written before schema 3: `hookgate audit rebuild`).
+    public var summariesThrough: Int64? = nil
+    /// The first summary row that disagrees with the records, or nil.
+    public var summaryMismatch: String? = nil
     /// The newest record's seq and hash (nil for an empty database).
     public var lastSeq: Int64?
     public var lastHash: String?
 
+    /// The chain is whole (the summaries may still disagree: `summaryMismatch`).
     public var isIntact: Bool { broken == nil }
 }
 

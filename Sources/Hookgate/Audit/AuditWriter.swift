@@ -60,15 +60,16 @@ package final class AuditWriter: Sendable {
 
     /// Opens (creating and migrating) the database now, on the calling thread, so that a
     /// misconfigured path stops start-up with a clear error; then hands it to the writer thread.
-    package init(loop: EventLoop, config: AuditConfig, maxBatch: Int = 1024, onRecovery: @escaping @Sendable () -> Void = {},
-         onFailure: @escaping @Sendable (String) -> Void) throws(AuditError) {
+    package init(loop: EventLoop, config: AuditConfig, maxBatch: Int = 1024,
+                 derivedBatchRecords: Int = AuditDerived.writerBatchRecords, onRecovery: @escaping @Sendable () -> Void = {},
+                 onFailure: @escaping @Sendable (String) -> Void) throws(AuditError) {
         precondition(maxBatch >= 1, "maxBatch must be at least 1")
         self.loop = loop
         self.maxBatch = maxBatch
         self.maxQueue = config.maxQueue
         self.onFailure = onFailure
         self.onRecovery = onRecovery
-        let file = try AuditFile(config: config)
+        let file = try AuditFile(config: config, derivedBatchRecords: derivedBatchRecords)
         let handoff = Handoff(file)
         let thread = Thread { [self] in
             ThreadName.set("hookgate-audit")
@@ -220,8 +221,19 @@ final class AuditFile {
     private var hashInput: [UInt8] = []
     private var beginStatement: SQLiteStatement?
     private var commitStatement: SQLiteStatement?
+    /// Derived data (AuditDerived) for the records since the last batch; written every
+    /// `AuditDerived.writerBatchRecords` records inside a group's transaction.
+    private var batch = AuditDerived.Batch(firstSeq: 1)
+    /// The summary key of requests written whose response is still to come (bounded; a response
+    /// whose request is not here reads it from the file).
+    private var openRequests: [String: AuditDerived.SummaryKey] = [:]
+    private var requestKey: SQLiteStatement?
+    private static let maxOpenRequests = 1 << 16
+    private let derivedBatchRecords: Int
 
-    init(config: AuditConfig) throws(AuditError) {
+    init(config: AuditConfig, derivedBatchRecords: Int = AuditDerived.writerBatchRecords) throws(AuditError) {
+        precondition(derivedBatchRecords >= 1)
+        self.derivedBatchRecords = derivedBatchRecords
         path = config.path
         durability = config.durability
         maxBodyBytes = config.maxBodyBytes
@@ -233,6 +245,9 @@ final class AuditFile {
 
     private func open() throws(AuditError) {
         let connection = try AuditSchema.openForWriting(path: path, durability: durability, busyTimeoutMs: busyTimeoutMs)
+        let through = try AuditDerived.watermark(connection)
+        batch = AuditDerived.Batch(firstSeq: through + 1)
+        openRequests = [:]
         let head = try connection.prepare("""
             SELECT seq, hash FROM (SELECT seq, hash FROM audit_requests UNION ALL SELECT seq, hash FROM audit_responses)
             ORDER BY seq DESC LIMIT 1
@@ -249,6 +264,9 @@ final class AuditFile {
         let r = AuditSchema.responseColumns + ["hash"]
         insertRequest = try connection.prepare("INSERT INTO audit_requests (\(q.joined(separator: ", "))) VALUES (\(q.map { _ in "?" }.joined(separator: ", ")))")
         insertResponse = try connection.prepare("INSERT INTO audit_responses (\(r.joined(separator: ", "))) VALUES (\(r.map { _ in "?" }.joined(separator: ", ")))")
+        requestKey = try connection.prepare("""
+            SELECT substr(received_at, 1, 10), team, hook_id, decision FROM audit_requests WHERE request_id = ?1
+            """)
         beginStatement = try connection.prepare("BEGIN IMMEDIATE")
         commitStatement = try connection.prepare("COMMIT")
         fileIdentity = Self.identity(of: path)
@@ -258,6 +276,7 @@ final class AuditFile {
     private func closeConnection() {
         insertRequest = nil
         insertResponse = nil
+        requestKey = nil
         beginStatement = nil
         commitStatement = nil
         db?.close()
@@ -316,6 +335,7 @@ final class AuditFile {
             }
             try beginStatement.run([])
             var seq = headSeq, hash = headHash
+            var flushed = false
             do throws(AuditError) {
                 var values: [SQLValue] = []
                 values.reserveCapacity(24)
@@ -339,6 +359,11 @@ final class AuditFile {
                     hash = AuditChain.hash(table: table, values: values, context: hasher, buffer: &hashInput)
                     values.append(.text(hash))
                     try statement.run(values)
+                    try derive(item, seq: seq)
+                }
+                if batch.records >= derivedBatchRecords {
+                    try batch.write(db, lastSeq: seq)
+                    flushed = true
                 }
                 try commitStatement.run([])
             } catch {
@@ -347,11 +372,36 @@ final class AuditFile {
             }
             headSeq = seq
             headHash = hash
+            if flushed { batch = AuditDerived.Batch(firstSeq: seq + 1) }
             return .success(())
         } catch {
-            // Reopen on the next group: clears a broken handle and re-reads the chain head.
+            // Reopen on the next group: clears a broken handle and re-reads the chain head (and
+            // the derived data, which this group may have half-counted).
             closeConnection()
             return .failure(error)
+        }
+    }
+
+    /// Counts a record just inserted into the current batch of derived data.
+    private func derive(_ item: Item, seq: Int64) throws(AuditError) {
+        switch item {
+        case .request(let record):
+            let key = AuditDerived.SummaryKey(day: AuditDerived.day(of: record.receivedAt), team: record.team,
+                                              hookID: record.hookID, decision: record.decision, status: nil)
+            batch.request(seq: seq, key: key, eventRequestID: record.eventRequestID)
+            if openRequests.count >= Self.maxOpenRequests { openRequests.removeAll() }
+            openRequests[record.requestID] = key
+        case .response(let record):
+            var key = openRequests.removeValue(forKey: record.requestID)
+            if key == nil, let requestKey {
+                try requestKey.bind([.text(record.requestID)])
+                defer { requestKey.reset() }
+                if try requestKey.step() {
+                    key = AuditDerived.SummaryKey(day: requestKey.text(0) ?? "", team: requestKey.text(1),
+                                                  hookID: requestKey.text(2), decision: requestKey.text(3) ?? "", status: nil)
+                }
+            }
+            batch.response(requestKey: key, decision: record.decision, status: Int64(record.status))
         }
     }
 }

@@ -94,6 +94,11 @@ package enum AuditChain {
         public var incomplete: Int
         /// nil when the chain is whole; else the first record that breaks it and why.
         public var broken: String?
+        /// Records up to this seq are in the summaries, which were compared with them; nil when the
+        /// file has no summaries (a schema before 3).
+        public var summariesThrough: Int64? = nil
+        /// The first summary row that disagrees with the records, or nil.
+        public var summaryMismatch: String? = nil
     }
 
     /// Walks both tables in `seq` order (a merge of two ordered cursors) and checks every link
@@ -125,6 +130,8 @@ package enum AuditChain {
         let context = SHA256Context()
         let requestTag = tableTag("audit_requests"), responseTag = tableTag("audit_responses")
         var records = 0, responses = 0, requests = 0
+        let summaries = try SummaryCheck(db)
+        var mismatch: String?
         while hasRequest || hasResponse {
             let takeRequest = hasRequest && (!hasResponse || q.int(0) < r.int(0))
             let row = takeRequest ? q : r
@@ -151,11 +158,15 @@ package enum AuditChain {
                 return broken("hash does not match its content (the record was edited)")
             }
             if takeRequest {
+                if mismatch == nil, let summaries { mismatch = try summaries.request(seq: seq, row: row) }
                 requests += 1
                 hasRequest = try q.step()
             } else {
                 guard row.raw(width + 1).type == .int, row.int(width + 1) < seq else {
                     return broken("response without an earlier request record")
+                }
+                if mismatch == nil, let summaries {
+                    mismatch = try summaries.response(seq: seq, requestSeq: row.int(width + 1), row: row)
                 }
                 responses += 1
                 hasResponse = try r.step()
@@ -165,7 +176,9 @@ package enum AuditChain {
             records += 1
             if let progress, records % progressEvery == 0 { progress(records, total) }
         }
-        return Report(records: records, pairs: responses, incomplete: requests - responses, broken: nil)
+        if mismatch == nil, let summaries { mismatch = try summaries.finish() }
+        return Report(records: records, pairs: responses, incomplete: requests - responses, broken: nil,
+                      summariesThrough: summaries?.watermark, summaryMismatch: mismatch)
     }
 
     /// The hashed bytes every record of `table` starts with: the domain, then the table's name.

@@ -103,6 +103,9 @@ package final class SQLiteConnection {
         AuditError(sqlite: rc, message: db.map { String(cString: sqlite3_errmsg($0)) } ?? "closed", sql: sql)
     }
 
+    /// Rows changed by the last INSERT, UPDATE or DELETE.
+    var changes: Int { db.map { Int(sqlite3_changes64($0)) } ?? 0 }
+
     /// First column of the first row as an integer (PRAGMA user_version and the like).
     func scalarInt(_ sql: String) throws(AuditError) -> Int64? {
         let statement = try prepare(sql)

@@ -4,7 +4,7 @@
 /// docs/audit.md documents it for compliance; the column lists below are also the order in
 /// which each record's hash covers its content.
 package enum AuditSchema {
-    static let version: Int64 = 2
+    static let version: Int64 = 3
 
     /// Columns of `audit_requests` covered by the hash, in hashing order.
     package static let requestColumns = [
@@ -75,7 +75,73 @@ package enum AuditSchema {
         // and cost a third of the writer's throughput (bench/README.md). Lookups by
         // event_request_id scan instead (about 0.3 s per million calls); docs/audit.md.
         2: "DROP INDEX IF EXISTS audit_requests_event_request",
+        // Derived from the records, in batches (AuditDerived); the writer fills them for an
+        // existing file when it first opens it (`hookgate audit rebuild` does it by hand).
+        3: derivedTables,
     ]
+
+    /// Schema 3: what is derived from the records (AuditDerived, docs/audit.md).
+    static let derivedTables = """
+        CREATE TABLE audit_batches (
+            first_seq INTEGER PRIMARY KEY,              -- the first record the batch covers
+            last_seq  INTEGER NOT NULL,                 -- the last record it covers
+            event_ids INTEGER NOT NULL                  -- rows it added to audit_event_lookup
+        );
+        \(summaryTable("audit_summary_hooks", hook: true))
+        \(summaryTable("audit_summary_teams", hook: false))
+        CREATE TABLE audit_event_lookup (
+            bucket    INTEGER NOT NULL,                 -- audit_batches.first_seq
+            event_key         NOT NULL,                 -- event_request_id as 16 bytes (a BLOB)
+            seq       INTEGER NOT NULL,                 -- audit_requests.seq
+            PRIMARY KEY (bucket, event_key, seq)
+        ) WITHOUT ROWID;
+        \(dailyView("audit_daily_hooks", table: "audit_summary_hooks", hook: true))
+        \(dailyView("audit_daily", table: "audit_summary_teams", hook: false))
+        """
+
+    /// Counts of the records up to the last batch. A key column of a WITHOUT ROWID table cannot
+    /// be null: no team or hook is stored as '', no response yet as status 0.
+    private static func summaryTable(_ name: String, hook: Bool) -> String {
+        """
+        CREATE TABLE \(name) (
+            day      TEXT    NOT NULL,                  -- UTC date of received_at
+            team     TEXT    NOT NULL,                  -- '' when not authenticated
+            \(hook ? "hook_id  TEXT    NOT NULL,                  -- '' when none\n    " : "")decision TEXT    NOT NULL,
+            status   INTEGER NOT NULL,                  -- 0: no response record (yet)
+            calls    INTEGER NOT NULL,
+            PRIMARY KEY (day, team, \(hook ? "hook_id, " : "")decision, status)
+        ) WITHOUT ROWID;
+        """
+    }
+
+    /// A summary table plus the records after the last batch, with nulls back: at any moment
+    /// exactly the counts a GROUP BY over audit_pairs would give. The two joins go from the
+    /// few responses after the last batch to their requests (CROSS JOIN fixes that order).
+    private static func dailyView(_ name: String, table: String, hook: Bool) -> String {
+        let h = hook ? " hook_id," : "", qh = hook ? " q.hook_id," : ""
+        let through = "(SELECT COALESCE(max(last_seq), 0) FROM audit_batches)"
+        return """
+            CREATE VIEW \(name) AS
+            SELECT day, team,\(h) decision, status, sum(calls) AS calls
+              FROM (SELECT day, NULLIF(team, '') AS team,\(hook ? " NULLIF(hook_id, '') AS hook_id," : "") decision,
+                           NULLIF(status, 0) AS status, calls
+                      FROM \(table)
+                    UNION ALL
+                    SELECT substr(q.received_at, 1, 10), q.team,\(qh) COALESCE(r.decision, q.decision), r.status, 1
+                      FROM audit_requests q LEFT JOIN audit_responses r ON r.request_id = q.request_id
+                     WHERE q.seq > \(through)
+                    UNION ALL
+                    SELECT substr(q.received_at, 1, 10), q.team,\(qh) q.decision, NULL, -1
+                      FROM audit_responses r CROSS JOIN audit_requests q ON q.request_id = r.request_id
+                     WHERE r.seq > \(through) AND q.seq <= \(through)
+                    UNION ALL
+                    SELECT substr(q.received_at, 1, 10), q.team,\(qh) r.decision, r.status, 1
+                      FROM audit_responses r CROSS JOIN audit_requests q ON q.request_id = r.request_id
+                     WHERE r.seq > \(through) AND q.seq <= \(through))
+             GROUP BY day, team,\(h) decision, status
+            HAVING sum(calls) <> 0;
+            """
+    }
 
     /// The `audit_pairs` columns of the contract, in order.
     static let pairColumns = [
@@ -85,7 +151,9 @@ package enum AuditSchema {
     ]
 
     /// Opens (creating if needed) and migrates the database at `path` for writing.
-    package static func openForWriting(path: String, durability: Durability, busyTimeoutMs: Int) throws(AuditError) -> SQLiteConnection {
+    /// `catchUp`: write the derived data of records after the last batch (see `AuditDerived`).
+    package static func openForWriting(path: String, durability: Durability, busyTimeoutMs: Int,
+                                       catchUp: Bool = true) throws(AuditError) -> SQLiteConnection {
         let db = try SQLiteConnection(path: path)
         try db.execute("PRAGMA busy_timeout = \(busyTimeoutMs)")
         let mode = try db.prepare("PRAGMA journal_mode = WAL")
@@ -94,6 +162,9 @@ package enum AuditSchema {
         guard isWAL else { throw AuditError(.unusable, message: "cannot switch \(path) to WAL mode") }
         try db.execute("PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
         try migrate(db)
+        // Derived data for records after the last batch: after a crash, a few thousand records;
+        // for a file from an older gateway (or other tools), all of them, once.
+        if catchUp { try AuditDerived.catchUp(db) }
         return db
     }
 

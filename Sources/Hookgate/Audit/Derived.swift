@@ -1,0 +1,268 @@
+// Threads: whoever holds the connection: the audit writer thread (AuditFile), or a CLI command
+// (`audit rebuild`, the generator). Values and one-thread helpers; nothing here is shared.
+
+/// What is derived from the audit records so that compliance's lookups and reports stay fast at
+/// a year of traffic (docs/audit.md, "Summaries and the lookup by Hookshot request id"):
+///
+/// - `audit_summary_hooks`: calls by UTC day, team, hook, decision and status (status null: no
+///   response record yet), kept as counts, and `audit_summary_teams` the same without the hook
+///   (a few rows a day: reports by team read it in milliseconds);
+/// - `audit_event_lookup`: (batch, the Hookshot request id as 16 bytes, seq) for every request
+///   record that names one, sorted within each batch.
+///
+/// Both are written in **batches**: a batch covers every record from `first_seq` to `last_seq`
+/// (a row of `audit_batches`), and is written in the same transaction as the records that end
+/// it, so what is derived never disagrees with the records it covers. Records after the last
+/// batch (the "tail", at most a few thousand) are read from the tables themselves by the view
+/// `audit_daily`, `audit_daily_hooks` and by the lookup. Each batch's lookup rows go to the right edge of their
+/// B-tree in key order, and each summary row is touched once per batch rather than once per
+/// call: that is what keeps the writer's cost small (bench/AUDIT.md).
+package enum AuditDerived {
+    /// Records per batch on the writer: about 16 k calls at a time, so a 10 M-call file has some
+    /// 600 batches (a lookup is 600 index probes), and a summary row is rewritten at most once per
+    /// 16 k calls. Writing a batch takes some tens of milliseconds (bench/AUDIT.md).
+    package static let writerBatchRecords = 32768
+    /// Records per batch when (re)building from the records.
+    package static let rebuildBatchRecords = 1 << 20
+
+    /// The day (`YYYY-MM-DD`) of a stored UTC time.
+    package static func day(of stored: String) -> String {
+        String(decoding: stored.utf8.prefix(10), as: UTF8.self)
+    }
+
+    /// The seq through which derived data is written (0: none yet).
+    package static func watermark(_ db: SQLiteConnection) throws(AuditError) -> Int64 {
+        try db.scalarInt("SELECT last_seq FROM audit_batches ORDER BY first_seq DESC LIMIT 1") ?? 0
+    }
+
+    /// The lookup key of a Hookshot request id: its 16 bytes for a UUID (any case), else the text
+    /// as stored (the gateway stores canonical UUIDs only, but other tools may not).
+    package static func eventKey(_ id: String) -> SQLValue {
+        guard let (high, low) = uuidBits(id) else { return .text(id) }
+        return .blob(bytes(high: high, low: low))
+    }
+
+    static func bytes(high: UInt64, low: UInt64) -> [UInt8] {
+        (0..<16).map { i in UInt8(truncatingIfNeeded: (i < 8 ? high : low) >> UInt64(56 - 8 * (i % 8))) }
+    }
+
+    /// The 128 bits of an 8-4-4-4-12 hex UUID (either case), without making a String.
+    static func uuidBits(_ id: String) -> (UInt64, UInt64)? {
+        var id = id
+        id.makeContiguousUTF8()  // a no-op for native strings
+        return id.utf8.withContiguousStorageIfAvailable { u -> (UInt64, UInt64)? in
+            guard u.count == 36 else { return nil }
+            var high: UInt64 = 0, low: UInt64 = 0, n = 0
+            for i in 0..<36 {
+                let c = u[i]
+                if i == 8 || i == 13 || i == 18 || i == 23 {
+                    guard c == UInt8(ascii: "-") else { return nil }
+                    continue
+                }
+                let nibble: UInt8
+                switch c {
+                case 0x30...0x39: nibble = c - 0x30
+                case 0x61...0x66: nibble = c - 0x61 + 10
+                case 0x41...0x46: nibble = c - 0x41 + 10
+                default: return nil
+                }
+                if n < 16 { high = high << 4 | UInt64(nibble) } else { low = low << 4 | UInt64(nibble) }
+                n += 1
+            }
+            return (high, low)
+        } ?? nil
+    }
+
+    /// Writes derived data for every record after the watermark, in batches of `batchRecords`
+    /// records, each in its own transaction; returns the new watermark. The writer runs it when
+    /// it opens the file (after a crash the tail is a few thousand records); `rebuild` and the
+    /// migration of an older file run it over everything. `progress` gets (records done, records).
+    @discardableResult
+    package static func catchUp(_ db: SQLiteConnection, batchRecords: Int = rebuildBatchRecords,
+                                progress: ((_ done: Int64, _ total: Int64) -> Void)? = nil) throws(AuditError) -> Int64 {
+        let requests = try db.prepare("""
+            SELECT seq, substr(received_at, 1, 10), team, hook_id, decision, event_request_id
+              FROM audit_requests WHERE seq > ?1 AND seq <= ?2 ORDER BY seq
+            """)
+        let responses = try db.prepare("""
+            SELECT r.seq, r.decision, r.status, substr(q.received_at, 1, 10), q.team, q.hook_id, q.decision
+              FROM audit_responses r JOIN audit_requests q ON q.request_id = r.request_id
+             WHERE r.seq > ?1 AND r.seq <= ?2 ORDER BY r.seq
+            """)
+        let head = try db.scalarInt("SELECT max(COALESCE((SELECT max(seq) FROM audit_requests), 0), COALESCE((SELECT max(seq) FROM audit_responses), 0))") ?? 0
+        var through = try watermark(db)
+        let start = through
+        while through < head {
+            let last = min(head, through + Int64(batchRecords))
+            try transaction(db) { () throws(AuditError) in
+                var batch = Batch(firstSeq: through + 1)
+                try requests.bind([.int(through), .int(last)])
+                while try requests.step() {
+                    let key = SummaryKey(day: requests.text(1) ?? "", team: requests.text(2), hookID: requests.text(3),
+                                         decision: requests.text(4) ?? "", status: nil)
+                    batch.request(seq: requests.int(0), key: key, eventRequestID: requests.text(5))
+                }
+                requests.reset()
+                try responses.bind([.int(through), .int(last)])
+                while try responses.step() {
+                    let key = SummaryKey(day: responses.text(3) ?? "", team: responses.text(4), hookID: responses.text(5),
+                                         decision: responses.text(6) ?? "", status: nil)
+                    batch.response(requestKey: key, decision: responses.text(1) ?? "", status: responses.int(2))
+                }
+                responses.reset()
+                try batch.write(db, lastSeq: last)
+            }
+            through = last
+            progress?(through - start, head - start)
+        }
+        return through
+    }
+
+    /// Empties the derived tables and writes them again from the records alone (the records are
+    /// not touched). For a file restored from a backup, written by other tools, or whose derived
+    /// tables `audit verify` found wrong.
+    package static func rebuild(_ db: SQLiteConnection, progress: ((_ done: Int64, _ total: Int64) -> Void)? = nil) throws(AuditError) {
+        try transaction(db) { () throws(AuditError) in
+            try db.execute("""
+                DELETE FROM audit_summary_hooks; DELETE FROM audit_summary_teams; DELETE FROM audit_event_lookup;
+                DELETE FROM audit_batches
+                """)
+        }
+        try catchUp(db, progress: progress)
+    }
+
+    /// What `hookgate audit rebuild` did.
+    package struct Rebuilt: Sendable {
+        package var records: Int64
+        package var batches: Int64
+        package var summaryRows: Int64
+        package var lookupRows: Int64
+    }
+
+    /// `hookgate audit rebuild`: opens the file for writing (migrating an older schema), then
+    /// rebuilds everything derived from the records.
+    package static func rebuild(path: String, progress: ((_ done: Int64, _ total: Int64) -> Void)? = nil) throws(AuditError) -> Rebuilt {
+        let db = try AuditSchema.openForWriting(path: path, durability: .full, busyTimeoutMs: 10_000, catchUp: false)
+        defer { db.close() }
+        try rebuild(db, progress: progress)
+        return Rebuilt(records: try watermark(db),
+                       batches: try db.scalarInt("SELECT count(*) FROM audit_batches") ?? 0,
+                       summaryRows: try db.scalarInt("SELECT count(*) FROM audit_summary_hooks") ?? 0,
+                       lookupRows: try db.scalarInt("SELECT count(*) FROM audit_event_lookup") ?? 0)
+    }
+
+    static func transaction(_ db: SQLiteConnection, _ body: () throws(AuditError) -> Void) throws(AuditError) {
+        try db.execute("BEGIN IMMEDIATE")
+        do throws(AuditError) {
+            try body()
+            try db.execute("COMMIT")
+        } catch {
+            try? db.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// A row key of `audit_summary_hooks` (without `hookID`: of `audit_summary_teams`).
+    package struct SummaryKey: Hashable, Comparable, Sendable {
+        package var day: String
+        package var team: String?
+        package var hookID: String?
+        package var decision: String
+        /// nil: the call has no response record (yet).
+        package var status: Int64?
+
+        package static func < (a: SummaryKey, b: SummaryKey) -> Bool {
+            func less(_ x: String?, _ y: String?) -> Bool? {
+                switch (x, y) {
+                case (nil, nil): nil
+                case (nil, _): true
+                case (_, nil): false
+                case (let x?, let y?): x == y ? nil : x < y
+                }
+            }
+            if a.day != b.day { return a.day < b.day }
+            if let t = less(a.team, b.team) { return t }
+            if let h = less(a.hookID, b.hookID) { return h }
+            if a.decision != b.decision { return a.decision < b.decision }
+            switch (a.status, b.status) {
+            case (nil, nil): return false
+            case (nil, _): return true
+            case (_, nil): return false
+            case (let x?, let y?): return x < y
+            }
+        }
+    }
+
+    /// What one batch of records adds to the derived tables.
+    package struct Batch {
+        package let firstSeq: Int64
+        /// Count changes by summary row: +1 for a request (no status yet); for its response -1
+        /// there and +1 under the final decision and status.
+        package private(set) var summary: [SummaryKey: Int64] = [:]
+        /// Lookup rows: a UUID's two halves (the usual case, sorted as numbers: the same order as
+        /// their 16 big-endian bytes), or an id that is not a UUID, as text.
+        package private(set) var events: [(high: UInt64, low: UInt64, seq: Int64)] = []
+        package private(set) var otherEvents: [(id: String, seq: Int64)] = []
+        package private(set) var records = 0
+
+        package init(firstSeq: Int64) { self.firstSeq = firstSeq }
+
+        package mutating func request(seq: Int64, key: SummaryKey, eventRequestID: String?) {
+            summary[key, default: 0] += 1
+            if let eventRequestID {
+                if let (high, low) = AuditDerived.uuidBits(eventRequestID) {
+                    events.append((high, low, seq))
+                } else {
+                    otherEvents.append((eventRequestID, seq))
+                }
+            }
+            records += 1
+        }
+
+        /// `requestKey` nil: a response without its request record (verify names it); not counted.
+        package mutating func response(requestKey: SummaryKey?, decision: String, status: Int64) {
+            records += 1
+            guard let requestKey else { return }
+            summary[requestKey, default: 0] -= 1
+            var final = requestKey
+            final.decision = decision
+            final.status = status
+            summary[final, default: 0] += 1
+        }
+
+        /// Writes the batch, covering records `firstSeq...lastSeq`, inside the caller's transaction.
+        package func write(_ db: SQLiteConnection, lastSeq: Int64) throws(AuditError) {
+            // Null team, hook and status are stored as '', '' and 0 (a key column of a WITHOUT
+            // ROWID table cannot be null); the views turn them back into nulls.
+            let hooks = try db.prepare("""
+                INSERT INTO audit_summary_hooks (day, team, hook_id, decision, status, calls) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                ON CONFLICT (day, team, hook_id, decision, status) DO UPDATE SET calls = calls + excluded.calls
+                """)
+            let teams = try db.prepare("""
+                INSERT INTO audit_summary_teams (day, team, decision, status, calls) VALUES (?1, ?2, ?3, ?4, ?5)
+                ON CONFLICT (day, team, decision, status) DO UPDATE SET calls = calls + excluded.calls
+                """)
+            var byTeam: [SummaryKey: Int64] = [:]
+            for (key, delta) in summary.sorted(by: { $0.key < $1.key }) where delta != 0 {
+                try hooks.run([.text(key.day), .text(key.team ?? ""), .text(key.hookID ?? ""), .text(key.decision),
+                               .int(key.status ?? 0), .int(delta)])
+                var team = key
+                team.hookID = nil
+                byTeam[team, default: 0] += delta
+            }
+            for (key, delta) in byTeam.sorted(by: { $0.key < $1.key }) where delta != 0 {
+                try teams.run([.text(key.day), .text(key.team ?? ""), .text(key.decision), .int(key.status ?? 0), .int(delta)])
+            }
+            let lookup = try db.prepare("INSERT INTO audit_event_lookup (bucket, event_key, seq) VALUES (?1, ?2, ?3)")
+            // SQLite orders text before blobs.
+            for event in otherEvents.sorted(by: { a, b in a.id == b.id ? a.seq < b.seq : a.id.utf8.lexicographicallyPrecedes(b.id.utf8) }) {
+                try lookup.run([.int(firstSeq), .text(event.id), .int(event.seq)])
+            }
+            for event in events.sorted(by: { ($0.high, $0.low, $0.seq) < ($1.high, $1.low, $1.seq) }) {
+                try lookup.run([.int(firstSeq), .blob(AuditDerived.bytes(high: event.high, low: event.low)), .int(event.seq)])
+            }
+            let covered = try db.prepare("INSERT INTO audit_batches (first_seq, last_seq, event_ids) VALUES (?1, ?2, ?3)")
+            try covered.run([.int(firstSeq), .int(lastSeq), .int(Int64(events.count + otherEvents.count))])
+        }
+    }
+}

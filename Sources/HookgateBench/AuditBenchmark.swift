@@ -21,6 +21,9 @@ public enum AuditBenchmark {
         public var seconds: Double
         public var commits: Int
         public var records: Int
+        /// Batches of derived data the writer wrote, and the slowest (seconds); 0 for the ceiling.
+        public var derivedBatches = 0
+        public var slowestDerivedBatch = 0.0
         /// `AuditChain.verify` on the produced file: nil when the chain is whole and holds
         /// exactly `pairs` complete pairs; else what is wrong.
         public var chainProblem: String?
@@ -90,7 +93,8 @@ public enum AuditBenchmark {
             throw AuditError(.other, message: "group-commit run stopped: \(failure)")
         }
         return Outcome(pairs: driver.completed, seconds: Double(driver.endNanos - driver.startNanos) / 1e9,
-                       commits: status.commits, records: status.records, chainProblem: nil)
+                       commits: status.commits, records: status.records, derivedBatches: status.derivedBatches,
+                       slowestDerivedBatch: status.slowestDerivedBatch, chainProblem: nil)
     }
 
     /// The callers; touched only on the loop thread once the loop runs (hence unchecked).

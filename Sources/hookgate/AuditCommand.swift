@@ -80,6 +80,11 @@ enum AuditOutput {
             if buffer.count >= threshold { flush() }
         }
 
+        func write(bytes: [UInt8]) {
+            flush()
+            FileHandle.standardOutput.write(Data(bytes))
+        }
+
         func flush() {
             guard !buffer.isEmpty else { return }
             FileHandle.standardOutput.write(Data(buffer))

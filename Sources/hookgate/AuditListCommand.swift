@@ -21,9 +21,11 @@ struct AuditListCommand: ParsableCommand {
         let filter = try filters.filter(limit: limit)
         let query = try database.open()
         let result: AuditRows
-        do { result = try query.list(filter) } catch { throw AuditOutput.fail(error.description) }
+        do { result = try query.list(filter, columns: AuditFormat.listColumns) } catch { throw AuditOutput.fail(error.description) }
+        var table: [UInt8] = []
+        AuditFormat.writeTable(result.rows, from: result.columns, into: &table)
         let out = AuditOutput.Stdout()
-        for line in AuditFormat.table(result.rows, from: result.columns) { out.write(line) }
+        out.write(bytes: table)
         out.flush()
         let n = result.rows.count
         AuditOutput.note(result.truncated

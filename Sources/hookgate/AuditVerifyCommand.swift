@@ -9,7 +9,8 @@ struct AuditVerifyCommand: ParsableCommand {
         discussion: """
             Exit 0 when every record is present, in order and unchanged since it was written;
             exit 1 naming the first record that breaks the chain (edited, deleted, inserted or
-            reordered), naming the first daily summary row that disagrees with the records, or
+            reordered), naming the first row of a summary or of the lookup by Hookshot request
+            id that disagrees with the records (rebuild those with `hookgate audit rebuild`), or
             when the file cannot be read. The last line on success names the
             newest record's seq and hash: note it somewhere else, and pass it back later with
             --anchor to also detect that newer records were cut off the end.
@@ -59,16 +60,16 @@ struct AuditVerifyCommand: ParsableCommand {
                 throw ExitCode(1)
             }
         }
-        if let mismatch = result.summaryMismatch {
-            print("audit summaries DISAGREE: \(mismatch). The chain itself is whole; "
-                  + "hookgate audit rebuild --db \(database.db) writes the summaries again from the records")
+        if let mismatch = result.derivedMismatch {
+            print("audit derived tables DISAGREE: \(mismatch). The chain itself is whole; "
+                  + "hookgate audit rebuild --db \(database.db) writes them again from the records")
             throw ExitCode(1)
         }
         func count(_ n: Int, _ one: String, _ many: String) -> String { "\(n) \(n == 1 ? one : many)" }
-        if let through = result.summariesThrough {
-            print("audit summaries OK: they agree with the records up to seq \(through)")
+        if let through = result.derivedThrough {
+            print("audit derived tables OK: the summaries and the lookup agree with the records up to seq \(through)")
         } else {
-            print("audit summaries: none in this file (written before schema 3; hookgate audit rebuild adds them)")
+            print("audit derived tables: none in this file (written before schema 3; hookgate audit rebuild adds them)")
         }
         print("audit chain OK: \(count(result.records, "record", "records")), "
               + "\(count(result.pairs, "complete pair", "complete pairs")), "

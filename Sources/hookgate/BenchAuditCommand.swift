@@ -92,6 +92,8 @@ struct BenchAuditCommand: ParsableCommand {
         print("group commit on: \(String(format: "%.1f", on.recordsPerCommit)) records per commit on average, so "
               + "\(String(format: "%.1f", avoided))% of \(commitWord) avoided (\(on.commits) instead of \(on.records)); "
               + "\(String(format: "%.1f", speedup))x the pairs/s of group commit off")
+        print("derived data (summaries, lookup): \(on.derivedBatches) batches written with group commit on, "
+              + "the slowest in \(String(format: "%.1f", on.slowestDerivedBatch * 1000)) ms")
 
         if !keep {
             for result in results { AuditBenchmark.removeDatabase(at: result.file) }

@@ -21,7 +21,7 @@ import Testing
         let verify = try Self.run(["audit", "verify", "--db", dir + "/a.sqlite3"])
         #expect(verify.status == 0)
         #expect(verify.out.count == 3)
-        #expect(verify.out.first == "audit summaries OK: they agree with the records up to seq 6000")
+        #expect(verify.out.first == "audit derived tables OK: the summaries and the lookup agree with the records up to seq 6000")
         #expect(verify.out.dropFirst().first == "audit chain OK: 6000 records, 3000 complete pairs, 0 requests without a response")
         #expect(verify.err.isEmpty, "no progress line when standard error is not a terminal: \(verify.err)")
 
@@ -57,7 +57,7 @@ import Testing
         writer.close()
         let broken = try Self.run(["audit", "verify", "--db", path])
         #expect(broken.status == 1)
-        #expect(broken.out.first?.hasPrefix("audit summaries DISAGREE: audit_summary_hooks on 2025-01-01, team team-01, hook ") == true, "\(broken.out)")
+        #expect(broken.out.first?.hasPrefix("audit derived tables DISAGREE: audit_summary_hooks on 2025-01-01, team team-01, hook ") == true, "\(broken.out)")
         #expect(broken.out.first?.contains("hookgate audit rebuild --db \(path)") == true)
 
         let rebuilt = try Self.run(["audit", "rebuild", "--db", path])
@@ -66,7 +66,7 @@ import Testing
         #expect(rebuilt.out.first?.hasSuffix("lookup rows in 1 batches") == true, "\(rebuilt.out)")
         let verify = try Self.run(["audit", "verify", "--db", path])
         #expect(verify.status == 0, "\(verify.out)")
-        #expect(verify.out.first == "audit summaries OK: they agree with the records up to seq 4000")
+        #expect(verify.out.first == "audit derived tables OK: the summaries and the lookup agree with the records up to seq 4000")
         let after = try Self.run(["audit", "list", "--db", path, "--team", "team-01", "--limit", "0"])
         #expect(after.out == before.out, "the records are untouched")
         let missing = try Self.run(["audit", "rebuild", "--db", dir + "/none.sqlite3"])

@@ -95,7 +95,7 @@ import Testing
         #expect(query.hasDerivedTables)
         let result = try query.verify()
         #expect(result.isIntact, comment)
-        #expect(result.summaryMismatch == nil, comment)
+        #expect(result.derivedMismatch == nil, comment)
         for event in events {
             let found = try query.list(.parse(eventRequestID: event.uppercased())).rows.map { $0[0] }
             #expect(found == (try scanned(path, event: event)).map(SQLValue.text), comment)
@@ -143,7 +143,7 @@ import Testing
         }
         let result = try AuditQuery(path: path).verify()
         #expect(result.isIntact, "the chain itself is whole")
-        let mismatch = try #require(result.summaryMismatch)
+        let mismatch = try #require(result.derivedMismatch)
         #expect(mismatch.hasPrefix("audit_summary_hooks on 2025-03-01, team claims, hook \(hook), decision forbidden, status 403 counts "))
         writer.close()
         _ = try AuditDerived.rebuild(path: path)
@@ -153,17 +153,46 @@ import Testing
         teams.close()
         let unauthenticated = try Self.count(path, "SELECT count(*) FROM audit_pairs WHERE team IS NULL AND status = 401 AND received_at < '2025-03-02'")
         let found = try AuditQuery(path: path).verify()
-        #expect(found.summaryMismatch == "audit_summary_teams on 2025-03-01, team (none), decision unauthenticated, status 401 counts "
-                + "\(unauthenticated - 1) calls; the records up to seq \(found.summariesThrough ?? -1) hold \(unauthenticated)")
+        #expect(found.derivedMismatch == "audit_summary_teams on 2025-03-01, team (none), decision unauthenticated, status 401 counts "
+                + "\(unauthenticated - 1) calls; the records up to seq \(found.derivedThrough ?? -1) hold \(unauthenticated)")
         let writer2 = try SQLiteConnection(path: path)
         // A batch row removed: the summary now claims records the watermark no longer covers.
         try writer2.execute("DELETE FROM audit_batches WHERE first_seq = (SELECT max(first_seq) FROM audit_batches)")
-        #expect(try AuditQuery(path: path).verify().summaryMismatch != nil)
+        #expect(try AuditQuery(path: path).verify().derivedMismatch != nil)
         writer2.close()
         let rebuilt = try AuditDerived.rebuild(path: path)
         #expect(rebuilt.batches == 1)
         #expect(rebuilt.records == (try AuditQuery(path: path).verify().lastSeq))
         try Self.checkEverything(path, "after rebuild")
+    }
+
+    @Test func verifyNamesALookupRowMissingOrForgedAndABatchGap() throws {
+        let path = TestDirectory.make("derived") + "/audit.sqlite3"
+        var traffic = Traffic(state: 5)
+        let file = try AuditFile(config: AuditConfig(path: path), derivedBatchRecords: 10)
+        for _ in 1...60 { try file.commit(traffic.group()).get() }
+        try Self.checkEverything(path, "as written")
+        let db = try SQLiteConnection(path: path)
+        let (bucket, seq) = try #require(try { () throws -> (Int64, Int64)? in
+            let s = try db.prepare("""
+                SELECT bucket, seq FROM audit_event_lookup WHERE bucket = (SELECT max(bucket) FROM audit_event_lookup)
+                 ORDER BY event_key, seq LIMIT 1
+                """)
+            defer { s.reset() }
+            return try s.step() ? (s.int(0), s.int(1)) : nil
+        }())
+        try db.execute("DELETE FROM audit_event_lookup WHERE bucket = \(bucket) AND seq = \(seq)")
+        #expect(try AuditQuery(path: path).verify().derivedMismatch
+                == "audit_event_lookup disagrees with the records in the batch at seq \(bucket): expected request seq \(seq), found a row for seq "
+                + "\(try Self.count(path, "SELECT seq FROM audit_event_lookup WHERE bucket = \(bucket) ORDER BY event_key, seq LIMIT 1"))")
+        // The redelivery is now hidden from the lookup: verify is what tells.
+        _ = try AuditDerived.rebuild(path: path)
+        try db.execute("INSERT INTO audit_event_lookup VALUES (1, x'00000000000000000000000000000000', 2)")
+        #expect(try AuditQuery(path: path).verify().derivedMismatch?.hasPrefix("audit_event_lookup disagrees with the records in the batch at seq 1") == true)
+        _ = try AuditDerived.rebuild(path: path)
+        try db.execute("UPDATE audit_batches SET first_seq = 2")
+        #expect(try AuditQuery(path: path).verify().derivedMismatch == "audit_batches: the batch starting at seq 2 should start at seq 1 and end at or after it (it ends at \(try AuditDerived.watermark(db)))")
+        db.close()
     }
 
     @Test func aFileFromOtherToolsGetsItsSummariesAndLookupFromRebuild() throws {
@@ -200,7 +229,7 @@ import Testing
         #expect((rebuilt.records, rebuilt.summaryRows, rebuilt.lookupRows) == (6, 3, 3))
         #expect(try Self.dailyDisagreements(path) == 0)
         let query = try AuditQuery(path: path)
-        #expect(try query.verify().summariesThrough == 6)
+        #expect(try query.verify().derivedThrough == 6)
         #expect(try query.list(.parse(eventRequestID: Self.events[1])).rows.count == 2,
                 "a UUID is found whatever case another tool stored it in")
         let check = try SQLiteConnection(path: path, readOnly: true)

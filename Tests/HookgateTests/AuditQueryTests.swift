@@ -375,7 +375,7 @@ private func column(_ name: String, _ row: [SQLValue]) -> SQLValue? {
         let f = try Fixture()
         defer { f.remove() }
         let result = try AuditQuery(path: f.path).verify()
-        #expect(result == AuditVerification(records: 9, pairs: 4, incomplete: 1, broken: nil, summariesThrough: 0, lastSeq: 9, lastHash: f.writer.head))
+        #expect(result == AuditVerification(records: 9, pairs: 4, incomplete: 1, broken: nil, derivedThrough: 0, lastSeq: 9, lastHash: f.writer.head))
         #expect(try AuditQuery(path: f.path).hash(seq: 9) == f.writer.head)
         #expect(try AuditQuery(path: f.path).hash(seq: 10) == nil)
     }
@@ -479,7 +479,7 @@ private func column(_ name: String, _ row: [SQLValue]) -> SQLValue? {
         #expect(try query.verify().records == 9)
         #expect(try query.list(AuditFilter()).rows.count == 5)
         try f.writer.db.execute("COMMIT")
-        #expect(try query.verify() == AuditVerification(records: 10, pairs: 4, incomplete: 2, broken: nil, summariesThrough: 0, lastSeq: 10,
+        #expect(try query.verify() == AuditVerification(records: 10, pairs: 4, incomplete: 2, broken: nil, derivedThrough: 0, lastSeq: 10,
                                                       lastHash: f.writer.head))
     }
 

@@ -66,6 +66,8 @@ final class Metrics {
         out += "# TYPE hookgate_audit_commit_duration_seconds histogram\n"
         audit.commitLatency.render(name: "hookgate_audit_commit_duration_seconds", into: &out)
         counter(&out, "hookgate_audit_records_total", "Audit records committed.", audit.records)
+        counter(&out, "hookgate_audit_derived_batches_total", "Batches of summaries and lookup rows written with the records.",
+                audit.derivedBatches)
         counter(&out, "hookgate_audit_write_failures_total", "Audit commits that failed (their calls got 503).", audit.failures)
         counter(&out, "hookgate_audit_refusals_total", "Calls answered 503 because they could not be recorded.", auditRefusals)
         gauge(&out, "hookgate_audit_queue_depth", "Audit records waiting for the writer.", audit.queueDepth)

@@ -88,7 +88,8 @@ public struct AuditFilter: Sendable, Equatable {
     /// bound parameter.
     /// `eventLookup`: the file has `audit_event_lookup` (schema 3): a Hookshot request id is found
     /// with one probe per batch plus the records after the last batch, instead of a scan.
-    func query(eventLookup: Bool = false) -> (sql: String, parameters: [SQLValue]) {
+    /// `columns`: of `audit_pairs`, in order (literals from `AuditSchema.pairColumns`, never input).
+    func query(eventLookup: Bool = false, columns: [String] = AuditSchema.pairColumns) -> (sql: String, parameters: [SQLValue]) {
         var conditions: [String] = []
         var parameters: [SQLValue] = []
         func add(_ condition: String, _ value: SQLValue) {
@@ -118,7 +119,7 @@ public struct AuditFilter: Sendable, Equatable {
         if let status { add("status = ?", .int(Int64(status))) }
         if let since { add("received_at >= ?", .text(since)) }
         if let until { add("received_at < ?", .text(until)) }
-        var sql = "SELECT \(AuditSchema.pairColumns.joined(separator: ", ")) FROM audit_pairs"
+        var sql = "SELECT \(columns.joined(separator: ", ")) FROM audit_pairs"
         if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
         sql += " ORDER BY received_at, request_id"
         if let limit {

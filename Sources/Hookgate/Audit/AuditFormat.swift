@@ -63,46 +63,65 @@ public enum AuditFormat {
         "total_ms",
     ]
 
-    /// An aligned table of `columns` picked from `rows` (in `AuditSchema.pairColumns` order):
-    /// a header row, then one line per row; columns separated by two spaces and padded to the
-    /// widest cell, numbers right-aligned; NULL shown as `-`; control characters escaped.
+    /// An aligned table of `columns` picked from `rows` (in `allColumns` order): a header row,
+    /// then one line per row; columns separated by two spaces and padded to the widest cell,
+    /// numbers right-aligned; NULL shown as `-`; control characters escaped.
     public static func table(_ rows: [[SQLValue]], columns: [String] = listColumns,
                              from allColumns: [String] = AuditQuery.pairColumns) -> [String] {
+        var out: [UInt8] = []
+        writeTable(rows, columns: columns, from: allColumns, into: &out)
+        return out.split(separator: 10, omittingEmptySubsequences: false).dropLast().map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// The same table appended to `out` as UTF-8 lines, each ending in a newline: built in one
+    /// buffer, with one string per cell and no per-line strings (`hookgate audit list`).
+    public static func writeTable(_ rows: [[SQLValue]], columns: [String] = listColumns,
+                                  from allColumns: [String] = AuditQuery.pairColumns, into out: inout [UInt8]) {
         let indices = columns.map { name in allColumns.firstIndex(of: name) }
-        let cells: [[String]] = rows.map { row in
-            indices.map { index in
-                guard let index, index < row.count else { return "-" }
-                return display(row[index])
-            }
-        }
-        let numeric: [Bool] = indices.map { index in
-            rows.contains { row in
-                guard let index, index < row.count else { return false }
-                switch row[index] {
-                case .int, .double: return true
-                default: return false
+        var cells: [String] = []
+        cells.reserveCapacity(rows.count * columns.count)
+        var numeric = [Bool](repeating: false, count: columns.count)
+        var widths = columns.map(width)
+        for row in rows {
+            for (i, index) in indices.enumerated() {
+                guard let index, index < row.count else { cells.append("-"); continue }
+                let value = row[index]
+                switch value {
+                case .int, .double: numeric[i] = true
+                default: break
                 }
+                let cell = display(value)
+                widths[i] = max(widths[i], width(cell))
+                cells.append(cell)
             }
         }
-        var widths = columns.map(\.count)
-        for line in cells {
-            for (i, cell) in line.enumerated() { widths[i] = max(widths[i], cell.count) }
-        }
-        func render(_ line: [String]) -> String {
-            var out = ""
-            for (i, cell) in line.enumerated() {
-                let padding = String(repeating: " ", count: widths[i] - cell.count)
-                if i > 0 { out += "  " }
+        let lineWidth = widths.reduce(2 * columns.count, +)
+        out.reserveCapacity(out.count + (rows.count + 1) * (lineWidth + 1))
+        func line(_ count: Int, _ cell: (Int) -> String) {
+            for i in 0..<count {
+                let text = cell(i)
+                let padding = widths[i] - width(text)
+                if i > 0 { out.append(32); out.append(32) }
                 if numeric[i] {
-                    out += padding + cell
+                    out.append(contentsOf: repeatElement(32, count: padding))
+                    out.append(contentsOf: text.utf8)
                 } else {
-                    out += cell
-                    if i < line.count - 1 { out += padding }
+                    out.append(contentsOf: text.utf8)
+                    if i < count - 1 { out.append(contentsOf: repeatElement(32, count: padding)) }
                 }
             }
-            return out
+            out.append(10)
         }
-        return [render(columns)] + cells.map(render)
+        let n = columns.count
+        line(n) { columns[$0] }
+        for r in 0..<rows.count { line(n) { cells[r * n + $0] } }
+    }
+
+    /// Columns a cell takes on a terminal: its bytes when it is ASCII (almost always: ids, times,
+    /// decisions), else its characters.
+    static func width(_ s: String) -> Int {
+        let ascii = s.utf8.withContiguousStorageIfAvailable { $0.allSatisfy { $0 < 0x80 } } ?? false
+        return ascii ? s.utf8.count : s.count
     }
 
     /// A value for people: NULL as `-`, numbers as in JSON, text with control characters escaped.
@@ -172,6 +191,9 @@ public enum AuditFormat {
 
     /// C0 and C1 controls and DEL as `\n`, `\r`, `\t` or `\u{..}`: safe on a terminal, one line.
     static func escapeControls(_ s: String) -> String {
+        // Fast path on the bytes: C0 and DEL are single bytes, C1 controls start with 0xC2.
+        let plain = s.utf8.withContiguousStorageIfAvailable { !$0.contains { $0 < 0x20 || $0 == 0x7f || $0 == 0xc2 } }
+        if plain == true { return s }
         guard s.unicodeScalars.contains(where: isControl) else { return s }
         var out = ""
         for scalar in s.unicodeScalars {

@@ -75,8 +75,8 @@ public final class AuditQuery {
             let report = try AuditChain.verify(db, progress: progress)
             var result = AuditVerification(records: report.records, pairs: report.pairs,
                                            incomplete: report.incomplete, broken: report.broken)
-            result.summariesThrough = report.summariesThrough
-            result.summaryMismatch = report.summaryMismatch
+            result.derivedThrough = report.derivedThrough
+            result.derivedMismatch = report.derivedMismatch
             let head = try db.prepare("""
                 SELECT seq, hash FROM audit_requests UNION ALL SELECT seq, hash FROM audit_responses
                  ORDER BY seq DESC LIMIT 1
@@ -108,17 +108,18 @@ public final class AuditQuery {
 
     /// Rows of `audit_pairs` matching `filter`, at most `filter.limit` of them; `truncated`
     /// tells whether more would have matched.
-    public func list(_ filter: AuditFilter) throws(AuditQueryError) -> AuditRows {
+    /// `columns`: those of `pairColumns` to read (all by default), in this order.
+    public func list(_ filter: AuditFilter, columns: [String] = AuditQuery.pairColumns) throws(AuditQueryError) -> AuditRows {
         var probe = filter
         if let limit = filter.limit, limit < Int.max { probe.limit = limit + 1 }
         var rows: [[SQLValue]] = []
-        try run(probe) { rows.append($0); return true }
+        try run(probe, columns: columns) { rows.append($0); return true }
         var truncated = false
         if let limit = filter.limit, rows.count > limit {
             rows.removeLast(rows.count - limit)
             truncated = true
         }
-        return AuditRows(columns: Self.pairColumns, rows: rows, truncated: truncated)
+        return AuditRows(columns: columns, rows: rows, truncated: truncated)
     }
 
     /// Streams the rows of `audit_pairs` matching `filter` (in `pairColumns` order) to `body`,
@@ -133,13 +134,15 @@ public final class AuditQuery {
     }
 
     /// Steps through the matching rows while `body` returns true.
-    private func run(_ filter: AuditFilter, _ body: ([SQLValue]) -> Bool) throws(AuditQueryError) {
-        let (sql, parameters) = filter.query(eventLookup: hasDerivedTables)
+    private func run(_ filter: AuditFilter, columns: [String] = AuditQuery.pairColumns,
+                     _ body: ([SQLValue]) -> Bool) throws(AuditQueryError) {
+        precondition(columns.allSatisfy(Self.pairColumns.contains), "not a column of audit_pairs")
+        let (sql, parameters) = filter.query(eventLookup: hasDerivedTables, columns: columns)
         try readTransaction { () throws(AuditError) in
             let statement = try db.prepare(sql)
             try statement.bind(parameters)
             defer { statement.reset() }
-            let width = Self.pairColumns.count
+            let width = columns.count
             while try statement.step() {
                 var row: [SQLValue] = []
                 row.reserveCapacity(width)
@@ -215,16 +218,17 @@ public struct AuditVerification: Sendable, Equatable {
     public var incomplete: Int
     /// nil when the chain is whole; else the first record that breaks it and why.
     public var broken: String?
-    /// The summaries (`audit_summary_hooks`, `audit_summary_teams`) cover the records up to this seq and were compared with
-    /// them; nil when the file has none (written before schema 3: `hookgate audit rebuild`).
-    public var summariesThrough: Int64? = nil
-    /// The first summary row that disagrees with the records, or nil.
-    public var summaryMismatch: String? = nil
+    /// The derived tables (both summaries, the lookup by Hookshot request id) cover the records up
+    /// to this seq and were compared with them; nil when the file has none (written before schema
+    /// 3: `hookgate audit rebuild` adds them).
+    public var derivedThrough: Int64? = nil
+    /// The first derived row that disagrees with the records, or nil.
+    public var derivedMismatch: String? = nil
     /// The newest record's seq and hash (nil for an empty database).
     public var lastSeq: Int64?
     public var lastHash: String?
 
-    /// The chain is whole (the summaries may still disagree: `summaryMismatch`).
+    /// The chain is whole (the summaries may still disagree: `derivedMismatch`).
     public var isIntact: Bool { broken == nil }
 }
 

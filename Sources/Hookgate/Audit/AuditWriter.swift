@@ -31,6 +31,9 @@ package final class AuditWriter: Sendable {
         package var commits = 0
         package var records = 0
         package var queueDepth = 0
+        /// Batches of derived data written (AuditDerived), and the longest one took (seconds).
+        package var derivedBatches = 0
+        package var slowestDerivedBatch = 0.0
         var commitLatency = Histogram(bounds: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1])
     }
 
@@ -145,6 +148,10 @@ package final class AuditWriter: Sendable {
                 let was = s.status.healthy
                 switch result {
                 case .success:
+                    if let batch = file.lastDerivedBatchSeconds {
+                        s.status.derivedBatches += 1
+                        s.status.slowestDerivedBatch = max(s.status.slowestDerivedBatch, batch)
+                    }
                     s.status.commits += 1
                     s.status.records += next.count
                     s.status.commitLatency.observe(seconds)
@@ -230,6 +237,8 @@ final class AuditFile {
     private var requestKey: SQLiteStatement?
     private static let maxOpenRequests = 1 << 16
     private let derivedBatchRecords: Int
+    /// How long writing derived data took in the last commit; nil when it wrote none.
+    private(set) var lastDerivedBatchSeconds: Double?
 
     init(config: AuditConfig, derivedBatchRecords: Int = AuditDerived.writerBatchRecords) throws(AuditError) {
         precondition(derivedBatchRecords >= 1)
@@ -336,6 +345,7 @@ final class AuditFile {
             try beginStatement.run([])
             var seq = headSeq, hash = headHash
             var flushed = false
+            lastDerivedBatchSeconds = nil
             do throws(AuditError) {
                 var values: [SQLValue] = []
                 values.reserveCapacity(24)
@@ -362,7 +372,9 @@ final class AuditFile {
                     try derive(item, seq: seq)
                 }
                 if batch.records >= derivedBatchRecords {
+                    let started = EventLoop.monotonicNanos()
                     try batch.write(db, lastSeq: seq)
+                    lastDerivedBatchSeconds = Double(EventLoop.monotonicNanos() - started) / 1e9
                     flushed = true
                 }
                 try commitStatement.run([])

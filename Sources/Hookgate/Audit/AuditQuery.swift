@@ -70,13 +70,32 @@ public final class AuditQuery {
     /// the newest record's seq and hash (worth noting outside the database: see `hash(seq:)`).
     /// Checks the whole chain in constant memory (`AuditChain.verify`). `progress`, if given, is
     /// called now and then with (records checked, records in all).
+    /// The derived tables (summaries, lookup) are checked against the records at the same time,
+    /// on a second thread and connection (`AuditDerivedCheck`).
     public func verify(progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws(AuditQueryError) -> AuditVerification {
+        let derived = hasDerivedTables ? AuditDerivedCheck.Running(path: path) : nil
+        var chain: AuditVerification
+        do {
+            chain = try verifyChain(progress: progress)
+        } catch {
+            _ = derived?.wait()
+            throw error
+        }
+        switch derived?.wait() {
+        case .success(let outcome?):
+            chain.derivedThrough = outcome.through
+            chain.derivedMismatch = outcome.mismatch
+        case .failure(let error): throw .sqlite(error)
+        case .success(nil), nil: break
+        }
+        return chain
+    }
+
+    private func verifyChain(progress: ((_ done: Int, _ total: Int) -> Void)?) throws(AuditQueryError) -> AuditVerification {
         try readTransaction { () throws(AuditError) -> AuditVerification in
             let report = try AuditChain.verify(db, progress: progress)
             var result = AuditVerification(records: report.records, pairs: report.pairs,
                                            incomplete: report.incomplete, broken: report.broken)
-            result.derivedThrough = report.derivedThrough
-            result.derivedMismatch = report.derivedMismatch
             let head = try db.prepare("""
                 SELECT seq, hash FROM audit_requests UNION ALL SELECT seq, hash FROM audit_responses
                  ORDER BY seq DESC LIMIT 1

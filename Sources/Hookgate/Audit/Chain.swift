@@ -94,11 +94,6 @@ package enum AuditChain {
         public var incomplete: Int
         /// nil when the chain is whole; else the first record that breaks it and why.
         public var broken: String?
-        /// Records up to this seq are in the derived tables (summaries, lookup), which were compared
-        /// with them; nil when the file has none (a schema before 3).
-        public var derivedThrough: Int64? = nil
-        /// The first row of a derived table that disagrees with the records, or nil.
-        public var derivedMismatch: String? = nil
     }
 
     /// Walks both tables in `seq` order (a merge of two ordered cursors) and checks every link
@@ -130,9 +125,6 @@ package enum AuditChain {
         let context = SHA256Context()
         let requestTag = tableTag("audit_requests"), responseTag = tableTag("audit_responses")
         var records = 0, responses = 0, requests = 0
-        let summaries = try SummaryCheck(db)
-        let lookup = summaries == nil ? nil : try LookupCheck(db)
-        var mismatch: String?
         while hasRequest || hasResponse {
             let takeRequest = hasRequest && (!hasResponse || q.int(0) < r.int(0))
             let row = takeRequest ? q : r
@@ -159,18 +151,11 @@ package enum AuditChain {
                 return broken("hash does not match its content (the record was edited)")
             }
             if takeRequest {
-                if mismatch == nil, let summaries, let lookup {
-                    mismatch = try summaries.request(seq: seq, row: row)
-                    if mismatch == nil { mismatch = try lookup.request(seq: seq, row: row) }
-                }
                 requests += 1
                 hasRequest = try q.step()
             } else {
                 guard row.raw(width + 1).type == .int, row.int(width + 1) < seq else {
                     return broken("response without an earlier request record")
-                }
-                if mismatch == nil, let summaries {
-                    mismatch = try summaries.response(seq: seq, requestSeq: row.int(width + 1), row: row)
                 }
                 responses += 1
                 hasResponse = try r.step()
@@ -180,12 +165,7 @@ package enum AuditChain {
             records += 1
             if let progress, records % progressEvery == 0 { progress(records, total) }
         }
-        if mismatch == nil, let summaries, let lookup {
-            mismatch = try summaries.finish()
-            if mismatch == nil { mismatch = try lookup.finish(lastSeq: expectedSeq - 1) }
-        }
-        return Report(records: records, pairs: responses, incomplete: requests - responses, broken: nil,
-                      derivedThrough: summaries?.watermark, derivedMismatch: mismatch)
+        return Report(records: records, pairs: responses, incomplete: requests - responses, broken: nil)
     }
 
     /// The hashed bytes every record of `table` starts with: the domain, then the table's name.

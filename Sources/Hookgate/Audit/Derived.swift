@@ -50,7 +50,12 @@ package enum AuditDerived {
     static func uuidBits(_ id: String) -> (UInt64, UInt64)? {
         var id = id
         id.makeContiguousUTF8()  // a no-op for native strings
-        return id.utf8.withContiguousStorageIfAvailable { u -> (UInt64, UInt64)? in
+        return id.utf8.withContiguousStorageIfAvailable { uuidBits(UnsafeRawBufferPointer($0)) } ?? nil
+    }
+
+    /// The same from the bytes of a stored column.
+    static func uuidBits(_ u: UnsafeRawBufferPointer) -> (UInt64, UInt64)? {
+        do {
             guard u.count == 36 else { return nil }
             var high: UInt64 = 0, low: UInt64 = 0, n = 0
             for i in 0..<36 {
@@ -70,7 +75,7 @@ package enum AuditDerived {
                 n += 1
             }
             return (high, low)
-        } ?? nil
+        }
     }
 
     /// Writes derived data for every record after the watermark, in batches of `batchRecords`

@@ -32,12 +32,13 @@ final class LookupCheck {
         while let batch = current, seq > batch.last {
             if let mismatch = try finish(batch) { return mismatch }
         }
-        guard current != nil, !row.isNull(9) else { return nil }
-        let id = row.text(9) ?? ""
-        if let (high, low) = AuditDerived.uuidBits(id) {
+        guard current != nil else { return nil }
+        let id = row.raw(9)
+        guard id.type == .text || id.type == .blob else { return nil }
+        if let (high, low) = AuditDerived.uuidBits(id.bytes) {
             expected.append((high, low, nil, seq))
         } else {
-            expected.append((0, 0, id, seq))
+            expected.append((0, 0, String(decoding: id.bytes, as: UTF8.self), seq))
         }
         return nil
     }
@@ -53,6 +54,16 @@ final class LookupCheck {
             if let mismatch = try finish(batch) { return mismatch }
         }
         return nil
+    }
+
+    /// A 16-byte key as two big-endian halves.
+    private static func bits(_ b: UnsafeRawBufferPointer) -> (UInt64, UInt64) {
+        var high: UInt64 = 0, low: UInt64 = 0
+        for i in 0..<8 {
+            high = high << 8 | UInt64(b[i])
+            low = low << 8 | UInt64(b[8 + i])
+        }
+        return (high, low)
     }
 
     private func nextBatch() throws(AuditError) -> (first: Int64, last: Int64)? {
@@ -80,13 +91,18 @@ final class LookupCheck {
         defer { rows.reset() }
         var i = 0
         while try rows.step() {
-            let key = rows.value(0), seq = rows.int(1)
+            let key = rows.raw(0), seq = rows.int(1)
             guard i < expected.count else {
                 return "audit_event_lookup has a row for request seq \(seq) in the batch at seq \(batch.first) that no record holds"
             }
             let e = expected[i]
-            let wanted: SQLValue = e.text.map { .text($0) } ?? .blob(AuditDerived.bytes(high: e.high, low: e.low))
-            guard key == wanted, seq == e.seq else {
+            let same: Bool
+            if let text = e.text {
+                same = key.type == .text && key.bytes.elementsEqual(text.utf8)
+            } else {
+                same = key.type == .blob && key.bytes.count == 16 && Self.bits(key.bytes) == (e.high, e.low)
+            }
+            guard same, seq == e.seq else {
                 return "audit_event_lookup disagrees with the records in the batch at seq \(batch.first): "
                     + "expected request seq \(e.seq), found a row for seq \(seq)"
             }

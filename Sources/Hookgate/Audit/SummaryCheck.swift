@@ -8,16 +8,60 @@
 /// from the file). A response that arrives for a day already compared (only possible in a file
 /// not written by a gateway) has that day compared again at the end with one GROUP BY.
 final class SummaryCheck {
-    typealias Key = AuditDerived.SummaryKey
+    /// A hook as the check keeps it: a UUID as its 128 bits (no string made or hashed per
+    /// record), anything else (other tools) as text.
+    enum Hook: Hashable, Comparable {
+        case none
+        case uuid(UInt64, UInt64)
+        case text(String)
+
+        init(_ text: String?) {
+            guard let text else { self = .none; return }
+            if let (high, low) = AuditDerived.uuidBits(text) { self = .uuid(high, low) } else { self = .text(text) }
+        }
+
+        init(_ column: SQLiteStatement.RawColumn) {
+            switch column.type {
+            case .null: self = .none
+            case .text, .blob:
+                if let (high, low) = AuditDerived.uuidBits(column.bytes) { self = .uuid(high, low); return }
+                self = .text(String(decoding: column.bytes, as: UTF8.self))
+            case .int: self = .text(String(column.int))
+            case .double: self = .text(String(column.double))
+            }
+        }
+
+        var text: String? {
+            switch self {
+            case .none: nil
+            case .uuid(let high, let low): UUIDText.format(high: high, low: low)
+            case .text(let t): t
+            }
+        }
+    }
+
+    /// A summary row's key within one day.
+    struct Cell: Hashable, Comparable {
+        var team: String?
+        var hook: Hook
+        var decision: String
+        var status: Int64?
+
+        static func < (a: Cell, b: Cell) -> Bool {
+            let x = AuditDerived.SummaryKey(day: "", team: a.team, hookID: a.hook.text, decision: a.decision, status: a.status)
+            let y = AuditDerived.SummaryKey(day: "", team: b.team, hookID: b.hook.text, decision: b.decision, status: b.status)
+            return x < y
+        }
+    }
 
     /// Records up to this seq are covered by the summary.
     let watermark: Int64
     private let db: SQLiteConnection
-    private var days: [String: [Key: Int64]] = [:]
-    private var openDays: [String] = []
+    /// The days being counted (a few; the newest last).
+    private var open: [(day: String, counts: [Cell: Int64])] = []
     private var checked: Set<String> = []
     private var late: Set<String> = []
-    private var waiting: [Int64: Key] = [:]
+    private var waiting: [Int64: (day: String, cell: Cell)] = [:]
     private let requestKey: SQLiteStatement
     private let hookRows: SQLiteStatement
     private let teamRows: SQLiteStatement
@@ -41,31 +85,31 @@ final class SummaryCheck {
     /// The columns of a request row as `AuditChain.verify` reads it (`AuditSchema.requestColumns`).
     func request(seq: Int64, row: SQLiteStatement) throws(AuditError) -> String? {
         guard seq <= watermark else { return nil }
-        let received = row.text(2) ?? ""
-        let key = Key(day: AuditDerived.day(of: received), team: row.text(4), hookID: row.text(8),
-                      decision: row.text(10) ?? "", status: nil)
+        let received = row.raw(2).bytes
+        let day = String(decoding: UnsafeRawBufferPointer(rebasing: received.prefix(10)), as: UTF8.self)
+        let cell = Cell(team: row.text(4), hook: Hook(row.raw(8)), decision: row.text(10) ?? "", status: nil)
         if waiting.count >= Self.waitingLimit { waiting.removeAll() }
-        waiting[seq] = key
-        return try count(key, 1)
+        waiting[seq] = (day, cell)
+        return try count(day, cell, 1)
     }
 
     /// A response row (`AuditSchema.responseColumns`) and its request's seq.
     func response(seq: Int64, requestSeq: Int64, row: SQLiteStatement) throws(AuditError) -> String? {
         guard seq <= watermark else { return nil }
-        var key = waiting.removeValue(forKey: requestSeq)
-        if key == nil { key = try read(requestSeq) }
-        guard let key else { return nil }
-        if let mismatch = try count(key, -1) { return mismatch }
-        var final = key
+        var found = waiting.removeValue(forKey: requestSeq)
+        if found == nil { found = try read(requestSeq) }
+        guard let (day, cell) = found else { return nil }
+        if let mismatch = try count(day, cell, -1) { return mismatch }
+        var final = cell
         final.decision = row.text(3) ?? ""
         final.status = row.int(4)
-        return try count(final, 1)
+        return try count(day, final, 1)
     }
 
     /// Compares what is left; the first disagreement, or nil.
     func finish() throws(AuditError) -> String? {
-        while let day = openDays.first {
-            if let mismatch = try close(day) { return mismatch }
+        while let first = open.first {
+            if let mismatch = try close(first.day) { return mismatch }
         }
         for day in late.sorted() {
             if let mismatch = try compare(day, expected: try countedBySQL(day)) { return mismatch }
@@ -83,74 +127,81 @@ final class SummaryCheck {
         return nil
     }
 
-    private func read(_ requestSeq: Int64) throws(AuditError) -> Key? {
+    private func read(_ requestSeq: Int64) throws(AuditError) -> (day: String, cell: Cell)? {
         try requestKey.bind([.int(requestSeq)])
         defer { requestKey.reset() }
         guard try requestKey.step() else { return nil }
-        return Key(day: requestKey.text(0) ?? "", team: requestKey.text(1), hookID: requestKey.text(2),
-                   decision: requestKey.text(3) ?? "", status: nil)
+        return (requestKey.text(0) ?? "", Cell(team: requestKey.text(1), hook: Hook(requestKey.text(2)),
+                                              decision: requestKey.text(3) ?? "", status: nil))
     }
 
-    private func count(_ key: Key, _ delta: Int64) throws(AuditError) -> String? {
-        if checked.contains(key.day) {
-            late.insert(key.day)
+    private func count(_ day: String, _ cell: Cell, _ delta: Int64) throws(AuditError) -> String? {
+        // The newest day first: almost every record is on it.
+        var i = open.count - 1
+        while i >= 0, open[i].day != day { i -= 1 }
+        if i >= 0 {
+            open[i].counts[cell, default: 0] += delta
             return nil
         }
-        if days[key.day] == nil {
-            days[key.day] = [:]
-            openDays.append(key.day)
+        if checked.contains(day) {
+            late.insert(day)
+            return nil
         }
-        days[key.day]![key, default: 0] += delta
-        while openDays.count > Self.openDayLimit {
-            if let mismatch = try close(openDays[0]) { return mismatch }
+        open.append((day, [cell: delta]))
+        while open.count > Self.openDayLimit {
+            if let mismatch = try close(open[0].day) { return mismatch }
         }
         return nil
     }
 
     private func close(_ day: String) throws(AuditError) -> String? {
-        openDays.removeAll { $0 == day }
-        let counted = days.removeValue(forKey: day) ?? [:]
+        guard let i = open.firstIndex(where: { $0.day == day }) else { return nil }
+        let counted = open.remove(at: i).counts
         checked.insert(day)
         return late.contains(day) ? nil : try compare(day, expected: counted)
     }
 
     /// Both summaries' rows for `day` against `expected` (zero counts ignored).
-    private func compare(_ day: String, expected: [Key: Int64]) throws(AuditError) -> String? {
+    private func compare(_ day: String, expected: [Cell: Int64]) throws(AuditError) -> String? {
         if let mismatch = try compare(day, expected: expected, table: "audit_summary_hooks", rows: hookRows) { return mismatch }
-        var byTeam: [Key: Int64] = [:]
-        for (key, n) in expected {
-            var team = key
-            team.hookID = nil
+        var byTeam: [Cell: Int64] = [:]
+        for (cell, n) in expected {
+            var team = cell
+            team.hook = .none
             byTeam[team, default: 0] += n
         }
         return try compare(day, expected: byTeam, table: "audit_summary_teams", rows: teamRows)
     }
 
-    private func compare(_ day: String, expected: [Key: Int64], table: String, rows: SQLiteStatement) throws(AuditError) -> String? {
-        var stored: [Key: Int64] = [:]
+    private func compare(_ day: String, expected: [Cell: Int64], table: String, rows: SQLiteStatement) throws(AuditError) -> String? {
+        var stored: [Cell: Int64] = [:]
         try rows.bind([.text(day)])
         defer { rows.reset() }
         while try rows.step() {
             let status = rows.int(3)
             let team = rows.text(0) ?? "", hook = rows.text(1) ?? ""
-            let key = Key(day: day, team: team.isEmpty ? nil : team, hookID: hook.isEmpty ? nil : hook,
-                          decision: rows.text(2) ?? "", status: status == 0 ? nil : status)
-            stored[key, default: 0] += rows.int(4)
+            let cell = Cell(team: team.isEmpty ? nil : team, hook: Hook(hook.isEmpty ? nil : hook),
+                            decision: rows.text(2) ?? "", status: status == 0 ? nil : status)
+            stored[cell, default: 0] += rows.int(4)
         }
+        let differs = stored.contains { expected[$0.key, default: 0] != $0.value }
+            || expected.contains { $0.value != 0 && stored[$0.key, default: 0] != $0.value }
+        guard differs else { return nil }
+        // Name the first row that differs, in the table's order.
         let hooks = table == "audit_summary_hooks"
-        for key in Set(stored.keys).union(expected.keys).sorted() {
-            let inSummary = stored[key] ?? 0, inRecords = expected[key] ?? 0
+        for cell in Set(stored.keys).union(expected.keys).sorted() {
+            let inSummary = stored[cell] ?? 0, inRecords = expected[cell] ?? 0
             guard inSummary != inRecords else { continue }
-            return "\(table) on \(key.day), team \(key.team ?? "(none)"), "
-                + (hooks ? "hook \(key.hookID ?? "(none)"), " : "")
-                + "decision \(key.decision), status \(key.status.map(String.init) ?? "(no response)") "
+            return "\(table) on \(day), team \(cell.team ?? "(none)"), "
+                + (hooks ? "hook \(cell.hook.text ?? "(none)"), " : "")
+                + "decision \(cell.decision), status \(cell.status.map(String.init) ?? "(no response)") "
                 + "counts \(inSummary) calls; the records up to seq \(watermark) hold \(inRecords)"
         }
         return nil
     }
 
     /// The summary's definition for one day, in SQL (for days the stream could not count alone).
-    private func countedBySQL(_ day: String) throws(AuditError) -> [Key: Int64] {
+    private func countedBySQL(_ day: String) throws(AuditError) -> [Cell: Int64] {
         let statement = try db.prepare("""
             SELECT q.team, q.hook_id,
                    CASE WHEN r.seq <= ?2 THEN r.decision ELSE q.decision END,
@@ -161,11 +212,11 @@ final class SummaryCheck {
             """)
         try statement.bind([.text(day), .int(watermark)])
         defer { statement.reset() }
-        var counted: [Key: Int64] = [:]
+        var counted: [Cell: Int64] = [:]
         while try statement.step() {
-            let key = Key(day: day, team: statement.text(0), hookID: statement.text(1), decision: statement.text(2) ?? "",
-                          status: statement.isNull(3) ? nil : statement.int(3))
-            counted[key, default: 0] += statement.int(4)
+            let cell = Cell(team: statement.text(0), hook: Hook(statement.text(1)), decision: statement.text(2) ?? "",
+                            status: statement.isNull(3) ? nil : statement.int(3))
+            counted[cell, default: 0] += statement.int(4)
         }
         return counted
     }

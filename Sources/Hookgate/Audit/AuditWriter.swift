@@ -233,7 +233,7 @@ final class AuditFile {
     private var batch = AuditDerived.Batch(firstSeq: 1)
     /// The summary key of requests written whose response is still to come (bounded; a response
     /// whose request is not here reads it from the file).
-    private var openRequests: [String: AuditDerived.SummaryKey] = [:]
+    private var openRequests: [AuditDerived.IDKey: AuditDerived.SummaryKey] = [:]
     private var requestKey: SQLiteStatement?
     private static let maxOpenRequests = 1 << 16
     private let derivedBatchRecords: Int
@@ -399,18 +399,19 @@ final class AuditFile {
         switch item {
         case .request(let record):
             let key = AuditDerived.SummaryKey(day: AuditDerived.day(of: record.receivedAt), team: record.team,
-                                              hookID: record.hookID, decision: record.decision, status: nil)
+                                              hook: AuditDerived.IDKey(record.hookID), decision: record.decision, status: nil)
             batch.request(seq: seq, key: key, eventRequestID: record.eventRequestID)
             if openRequests.count >= Self.maxOpenRequests { openRequests.removeAll() }
-            openRequests[record.requestID] = key
+            openRequests[AuditDerived.IDKey(record.requestID)] = key
         case .response(let record):
-            var key = openRequests.removeValue(forKey: record.requestID)
+            var key = openRequests.removeValue(forKey: AuditDerived.IDKey(record.requestID))
             if key == nil, let requestKey {
                 try requestKey.bind([.text(record.requestID)])
                 defer { requestKey.reset() }
                 if try requestKey.step() {
                     key = AuditDerived.SummaryKey(day: requestKey.text(0) ?? "", team: requestKey.text(1),
-                                                  hookID: requestKey.text(2), decision: requestKey.text(3) ?? "", status: nil)
+                                                  hook: AuditDerived.IDKey(requestKey.raw(2)), decision: requestKey.text(3) ?? "",
+                                                  status: nil)
                 }
             }
             batch.response(requestKey: key, decision: record.decision, status: Int64(record.status))

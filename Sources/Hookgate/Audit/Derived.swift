@@ -103,14 +103,14 @@ package enum AuditDerived {
                 var batch = Batch(firstSeq: through + 1)
                 try requests.bind([.int(through), .int(last)])
                 while try requests.step() {
-                    let key = SummaryKey(day: requests.text(1) ?? "", team: requests.text(2), hookID: requests.text(3),
+                    let key = SummaryKey(day: requests.text(1) ?? "", team: requests.text(2), hook: IDKey(requests.raw(3)),
                                          decision: requests.text(4) ?? "", status: nil)
                     batch.request(seq: requests.int(0), key: key, eventRequestID: requests.text(5))
                 }
                 requests.reset()
                 try responses.bind([.int(through), .int(last)])
                 while try responses.step() {
-                    let key = SummaryKey(day: responses.text(3) ?? "", team: responses.text(4), hookID: responses.text(5),
+                    let key = SummaryKey(day: responses.text(3) ?? "", team: responses.text(4), hook: IDKey(responses.raw(5)),
                                          decision: responses.text(6) ?? "", status: nil)
                     batch.response(requestKey: key, decision: responses.text(1) ?? "", status: responses.int(2))
                 }
@@ -156,6 +156,26 @@ package enum AuditDerived {
                        lookupRows: try db.scalarInt("SELECT count(*) FROM audit_event_lookup") ?? 0)
     }
 
+    /// Inserts rows of `width` values each, many rows per statement (`INSERT ... VALUES (...),
+    /// (...), ...`): a batch's thousands of rows cost a fraction of one statement each.
+    static func insertRows(_ db: SQLiteConnection, _ head: String, width: Int, values: [SQLValue],
+                           then tail: String = "") throws(AuditError) {
+        let perStatement = 192 / width, rows = values.count / width
+        func statement(_ n: Int) throws(AuditError) -> SQLiteStatement {
+            let row = "(" + Array(repeating: "?", count: width).joined(separator: ", ") + ")"
+            return try db.prepare(head + " VALUES " + Array(repeating: row, count: n).joined(separator: ", ") + " " + tail)
+        }
+        var done = 0
+        if rows >= perStatement {
+            let full = try statement(perStatement)
+            while rows - done >= perStatement {
+                try full.run(Array(values[(done * width)..<((done + perStatement) * width)]))
+                done += perStatement
+            }
+        }
+        if done < rows { try statement(rows - done).run(Array(values[(done * width)...])) }
+    }
+
     static func transaction(_ db: SQLiteConnection, _ body: () throws(AuditError) -> Void) throws(AuditError) {
         try db.execute("BEGIN IMMEDIATE")
         do throws(AuditError) {
@@ -167,34 +187,56 @@ package enum AuditDerived {
         }
     }
 
-    /// A row key of `audit_summary_hooks` (without `hookID`: of `audit_summary_teams`).
+    /// A hook (or request) id as derived data is counted in memory: a UUID as its 128 bits (hashed
+    /// and compared as two integers, no string made per record), anything else (other tools) as text.
+    package enum IDKey: Hashable, Comparable, Sendable {
+        case none
+        case uuid(UInt64, UInt64)
+        case text(String)
+
+        package init(_ text: String?) {
+            guard let text else { self = .none; return }
+            if let (high, low) = AuditDerived.uuidBits(text) { self = .uuid(high, low) } else { self = .text(text) }
+        }
+
+        init(_ column: SQLiteStatement.RawColumn) {
+            switch column.type {
+            case .null: self = .none
+            case .text, .blob:
+                if let (high, low) = AuditDerived.uuidBits(column.bytes) { self = .uuid(high, low); return }
+                self = .text(String(decoding: column.bytes, as: UTF8.self))
+            case .int: self = .text(String(column.int))
+            case .double: self = .text(String(column.double))
+            }
+        }
+
+        /// As stored (a UUID in lower case).
+        package var text: String? {
+            switch self {
+            case .none: nil
+            case .uuid(let high, let low): UUIDText.format(high: high, low: low)
+            case .text(let t): t
+            }
+        }
+    }
+
+    /// A row key of `audit_summary_hooks` (with `hook` `.none`: of `audit_summary_teams`).
     package struct SummaryKey: Hashable, Comparable, Sendable {
         package var day: String
         package var team: String?
-        package var hookID: String?
+        package var hook: IDKey
         package var decision: String
         /// nil: the call has no response record (yet).
         package var status: Int64?
 
+        /// An order close to the table's (for writing rows in key order, and naming the first
+        /// row that differs); UUID hooks sort as their text does.
         package static func < (a: SummaryKey, b: SummaryKey) -> Bool {
-            func less(_ x: String?, _ y: String?) -> Bool? {
-                switch (x, y) {
-                case (nil, nil): nil
-                case (nil, _): true
-                case (_, nil): false
-                case (let x?, let y?): x == y ? nil : x < y
-                }
-            }
             if a.day != b.day { return a.day < b.day }
-            if let t = less(a.team, b.team) { return t }
-            if let h = less(a.hookID, b.hookID) { return h }
+            if a.team != b.team { return (a.team ?? "") < (b.team ?? "") }
+            if a.hook != b.hook { return a.hook < b.hook }
             if a.decision != b.decision { return a.decision < b.decision }
-            switch (a.status, b.status) {
-            case (nil, nil): return false
-            case (nil, _): return true
-            case (_, nil): return false
-            case (let x?, let y?): return x < y
-            }
+            return (a.status ?? 0) < (b.status ?? 0)
         }
     }
 
@@ -239,33 +281,37 @@ package enum AuditDerived {
         package func write(_ db: SQLiteConnection, lastSeq: Int64) throws(AuditError) {
             // Null team, hook and status are stored as '', '' and 0 (a key column of a WITHOUT
             // ROWID table cannot be null); the views turn them back into nulls.
-            let hooks = try db.prepare("""
-                INSERT INTO audit_summary_hooks (day, team, hook_id, decision, status, calls) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                ON CONFLICT (day, team, hook_id, decision, status) DO UPDATE SET calls = calls + excluded.calls
-                """)
-            let teams = try db.prepare("""
-                INSERT INTO audit_summary_teams (day, team, decision, status, calls) VALUES (?1, ?2, ?3, ?4, ?5)
-                ON CONFLICT (day, team, decision, status) DO UPDATE SET calls = calls + excluded.calls
-                """)
-            var byTeam: [SummaryKey: Int64] = [:]
+            var hookRows: [SQLValue] = [], byTeam: [SummaryKey: Int64] = [:]
+            hookRows.reserveCapacity(summary.count * 6)
             for (key, delta) in summary.sorted(by: { $0.key < $1.key }) where delta != 0 {
-                try hooks.run([.text(key.day), .text(key.team ?? ""), .text(key.hookID ?? ""), .text(key.decision),
-                               .int(key.status ?? 0), .int(delta)])
+                hookRows += [.text(key.day), .text(key.team ?? ""), .text(key.hook.text ?? ""), .text(key.decision),
+                             .int(key.status ?? 0), .int(delta)]
                 var team = key
-                team.hookID = nil
+                team.hook = .none
                 byTeam[team, default: 0] += delta
             }
+            try AuditDerived.insertRows(db, "INSERT INTO audit_summary_hooks (day, team, hook_id, decision, status, calls)", width: 6,
+                                        values: hookRows, then: """
+                                            ON CONFLICT (day, team, hook_id, decision, status) DO UPDATE SET calls = calls + excluded.calls
+                                            """)
+            var teamRows: [SQLValue] = []
             for (key, delta) in byTeam.sorted(by: { $0.key < $1.key }) where delta != 0 {
-                try teams.run([.text(key.day), .text(key.team ?? ""), .text(key.decision), .int(key.status ?? 0), .int(delta)])
+                teamRows += [.text(key.day), .text(key.team ?? ""), .text(key.decision), .int(key.status ?? 0), .int(delta)]
             }
-            let lookup = try db.prepare("INSERT INTO audit_event_lookup (bucket, event_key, seq) VALUES (?1, ?2, ?3)")
-            // SQLite orders text before blobs.
+            try AuditDerived.insertRows(db, "INSERT INTO audit_summary_teams (day, team, decision, status, calls)", width: 5,
+                                        values: teamRows, then: """
+                                            ON CONFLICT (day, team, decision, status) DO UPDATE SET calls = calls + excluded.calls
+                                            """)
+            // In the table's order (SQLite orders text before blobs), at the end of its B-tree.
+            var lookupRows: [SQLValue] = []
+            lookupRows.reserveCapacity((events.count + otherEvents.count) * 3)
             for event in otherEvents.sorted(by: { a, b in a.id == b.id ? a.seq < b.seq : a.id.utf8.lexicographicallyPrecedes(b.id.utf8) }) {
-                try lookup.run([.int(firstSeq), .text(event.id), .int(event.seq)])
+                lookupRows += [.int(firstSeq), .text(event.id), .int(event.seq)]
             }
             for event in events.sorted(by: { ($0.high, $0.low, $0.seq) < ($1.high, $1.low, $1.seq) }) {
-                try lookup.run([.int(firstSeq), .blob(AuditDerived.bytes(high: event.high, low: event.low)), .int(event.seq)])
+                lookupRows += [.int(firstSeq), .blob(AuditDerived.bytes(high: event.high, low: event.low)), .int(event.seq)]
             }
+            try AuditDerived.insertRows(db, "INSERT INTO audit_event_lookup (bucket, event_key, seq)", width: 3, values: lookupRows)
             let covered = try db.prepare("INSERT INTO audit_batches (first_seq, last_seq, event_ids) VALUES (?1, ?2, ?3)")
             try covered.run([.int(firstSeq), .int(lastSeq), .int(Int64(events.count + otherEvents.count))])
         }

@@ -8,49 +8,18 @@
 /// from the file). A response that arrives for a day already compared (only possible in a file
 /// not written by a gateway) has that day compared again at the end with one GROUP BY.
 final class SummaryCheck {
-    /// A hook as the check keeps it: a UUID as its 128 bits (no string made or hashed per
-    /// record), anything else (other tools) as text.
-    enum Hook: Hashable, Comparable {
-        case none
-        case uuid(UInt64, UInt64)
-        case text(String)
-
-        init(_ text: String?) {
-            guard let text else { self = .none; return }
-            if let (high, low) = AuditDerived.uuidBits(text) { self = .uuid(high, low) } else { self = .text(text) }
-        }
-
-        init(_ column: SQLiteStatement.RawColumn) {
-            switch column.type {
-            case .null: self = .none
-            case .text, .blob:
-                if let (high, low) = AuditDerived.uuidBits(column.bytes) { self = .uuid(high, low); return }
-                self = .text(String(decoding: column.bytes, as: UTF8.self))
-            case .int: self = .text(String(column.int))
-            case .double: self = .text(String(column.double))
-            }
-        }
-
-        var text: String? {
-            switch self {
-            case .none: nil
-            case .uuid(let high, let low): UUIDText.format(high: high, low: low)
-            case .text(let t): t
-            }
-        }
-    }
+    typealias IDKey = AuditDerived.IDKey
 
     /// A summary row's key within one day.
     struct Cell: Hashable, Comparable {
         var team: String?
-        var hook: Hook
+        var hook: IDKey
         var decision: String
         var status: Int64?
 
         static func < (a: Cell, b: Cell) -> Bool {
-            let x = AuditDerived.SummaryKey(day: "", team: a.team, hookID: a.hook.text, decision: a.decision, status: a.status)
-            let y = AuditDerived.SummaryKey(day: "", team: b.team, hookID: b.hook.text, decision: b.decision, status: b.status)
-            return x < y
+            AuditDerived.SummaryKey(day: "", team: a.team, hook: a.hook, decision: a.decision, status: a.status)
+                < AuditDerived.SummaryKey(day: "", team: b.team, hook: b.hook, decision: b.decision, status: b.status)
         }
     }
 
@@ -87,7 +56,7 @@ final class SummaryCheck {
         guard seq <= watermark else { return nil }
         let received = row.raw(2).bytes
         let day = String(decoding: UnsafeRawBufferPointer(rebasing: received.prefix(10)), as: UTF8.self)
-        let cell = Cell(team: row.text(4), hook: Hook(row.raw(8)), decision: row.text(10) ?? "", status: nil)
+        let cell = Cell(team: row.text(4), hook: IDKey(row.raw(8)), decision: row.text(10) ?? "", status: nil)
         if waiting.count >= Self.waitingLimit { waiting.removeAll() }
         waiting[seq] = (day, cell)
         return try count(day, cell, 1)
@@ -131,7 +100,7 @@ final class SummaryCheck {
         try requestKey.bind([.int(requestSeq)])
         defer { requestKey.reset() }
         guard try requestKey.step() else { return nil }
-        return (requestKey.text(0) ?? "", Cell(team: requestKey.text(1), hook: Hook(requestKey.text(2)),
+        return (requestKey.text(0) ?? "", Cell(team: requestKey.text(1), hook: IDKey(requestKey.text(2)),
                                               decision: requestKey.text(3) ?? "", status: nil))
     }
 
@@ -180,7 +149,7 @@ final class SummaryCheck {
         while try rows.step() {
             let status = rows.int(3)
             let team = rows.text(0) ?? "", hook = rows.text(1) ?? ""
-            let cell = Cell(team: team.isEmpty ? nil : team, hook: Hook(hook.isEmpty ? nil : hook),
+            let cell = Cell(team: team.isEmpty ? nil : team, hook: IDKey(hook.isEmpty ? nil : hook),
                             decision: rows.text(2) ?? "", status: status == 0 ? nil : status)
             stored[cell, default: 0] += rows.int(4)
         }
@@ -214,7 +183,7 @@ final class SummaryCheck {
         defer { statement.reset() }
         var counted: [Cell: Int64] = [:]
         while try statement.step() {
-            let cell = Cell(team: statement.text(0), hook: Hook(statement.text(1)), decision: statement.text(2) ?? "",
+            let cell = Cell(team: statement.text(0), hook: IDKey(statement.text(1)), decision: statement.text(2) ?? "",
                             status: statement.isNull(3) ? nil : statement.int(3))
             counted[cell, default: 0] += statement.int(4)
         }

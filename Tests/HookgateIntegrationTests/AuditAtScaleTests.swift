@@ -75,6 +75,49 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: dir + "/none.sqlite3"), "never creates a file")
     }
 
+    @Test func aGatewayStartedOnASchema2FileDerivesItsSummariesSaysSoAndServes() throws {
+        let dir = Harness.tempDir("migrate")
+        let path = dir + "/audit.sqlite3"
+        let made = try Self.run(["generate-audit", "--out", path, "--calls", "55000", "--days", "2", "--teams", "2", "--hooks", "20"])
+        #expect(made.status == 0, "\(made.err)")
+        // What a schema-2 gateway left: no derived tables.
+        let old = try SQLiteConnection(path: path)
+        try old.execute("""
+            DROP VIEW audit_daily; DROP VIEW audit_daily_hooks; DROP TABLE audit_event_lookup; DROP TABLE audit_summary_hooks;
+            DROP TABLE audit_summary_teams; DROP TABLE audit_batches; PRAGMA user_version = 2
+            """)
+        old.close()
+        let before = try Self.run(["audit", "verify", "--db", path])
+        #expect(before.out.first == "audit derived tables: none in this file (written before schema 3; hookgate audit rebuild adds them)")
+
+        let sim = try SimulatorProcess(dir: dir)
+        defer { sim.stop() }
+        let key = TeamKey()
+        let gw = try GatewayProcess(dir: dir, config: GatewayProcess.config(
+            dir: dir, simulator: sim, teams: [["name": "claims", "key_sha256": [key.sha256], "allow_hooks": ["*"]]]))
+        defer { gw.stop() }
+        let notices = ChildProcess.objects(gw.child.stderrLines).compactMap { $0["msg"] as? String }
+        #expect(notices.contains { $0.hasPrefix("deriving the audit summaries and lookup for 110000 records") }, "\(notices)")
+        #expect(notices.contains { $0.hasPrefix("audit summaries and lookup derived for 110000 records in ") }, "\(notices)")
+        let event = "29dd8606-4e01-46cb-aca2-dd6022e74865"
+        let ok = try RawHTTP.request(port: gw.port, target: "/hooks/e6db9c1a-d15f-4248-81fa-5b61fc321def/requests/\(event)/redeliver",
+                                     headers: [("Authorization", "Bearer \(key.key)")])
+        #expect(ok.status == 200)
+        gw.stop()
+
+        let verify = try Self.run(["audit", "verify", "--db", path])
+        #expect(verify.status == 0, "\(verify.out)")
+        #expect(verify.out.first == "audit derived tables OK: the summaries and the lookup agree with the records up to seq 110000")
+        #expect(verify.out.dropFirst().first == "audit chain OK: 110002 records, 55001 complete pairs, 0 requests without a response")
+        let db = try SQLiteConnection(path: path, readOnly: true)
+        #expect(try db.scalarInt("PRAGMA user_version") == AuditSchema.version)
+        #expect(try db.scalarInt("SELECT sum(calls) FROM audit_daily") == 55001, "the view adds the new call from the tail")
+        #expect(try db.scalarInt("SELECT sum(calls) FROM audit_daily WHERE team = 'claims'") == 1)
+        db.close()
+        let found = try Self.run(["audit", "list", "--db", path, "--event-request-id", event])
+        #expect(found.out.count == 2 && found.out[1].hasPrefix(ok.header("X-Request-Id") ?? "?"), "\(found.out)")
+    }
+
     @Test func generateRefusesAnExistingFileAndBadOptions() throws {
         let dir = Harness.tempDir("generate-refuse")
         #expect(FileManager.default.createFile(atPath: dir + "/x.sqlite3", contents: Data("keep".utf8)))

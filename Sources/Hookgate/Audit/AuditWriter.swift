@@ -65,6 +65,7 @@ package final class AuditWriter: Sendable {
     /// misconfigured path stops start-up with a clear error; then hands it to the writer thread.
     package init(loop: EventLoop, config: AuditConfig, maxBatch: Int = 1024,
                  derivedBatchRecords: Int = AuditDerived.writerBatchRecords, onRecovery: @escaping @Sendable () -> Void = {},
+                 onNotice: @escaping @Sendable (String) -> Void = { _ in },
                  onFailure: @escaping @Sendable (String) -> Void) throws(AuditError) {
         precondition(maxBatch >= 1, "maxBatch must be at least 1")
         self.loop = loop
@@ -72,7 +73,7 @@ package final class AuditWriter: Sendable {
         self.maxQueue = config.maxQueue
         self.onFailure = onFailure
         self.onRecovery = onRecovery
-        let file = try AuditFile(config: config, derivedBatchRecords: derivedBatchRecords)
+        let file = try AuditFile(config: config, derivedBatchRecords: derivedBatchRecords, onNotice: onNotice)
         let handoff = Handoff(file)
         let thread = Thread { [self] in
             ThreadName.set("hookgate-audit")
@@ -236,13 +237,20 @@ final class AuditFile {
     private var openRequests: [AuditDerived.IDKey: AuditDerived.SummaryKey] = [:]
     private var requestKey: SQLiteStatement?
     private static let maxOpenRequests = 1 << 16
+    /// Catching up on more records than this is worth a log line (it takes a second or more).
+    private static let noticeRecords: Int64 = 100_000
     private let derivedBatchRecords: Int
     /// How long writing derived data took in the last commit; nil when it wrote none.
     private(set) var lastDerivedBatchSeconds: Double?
 
-    init(config: AuditConfig, derivedBatchRecords: Int = AuditDerived.writerBatchRecords) throws(AuditError) {
+    /// Says what takes long when the file is opened (deriving summaries for an older file).
+    private let onNotice: @Sendable (String) -> Void
+
+    init(config: AuditConfig, derivedBatchRecords: Int = AuditDerived.writerBatchRecords,
+         onNotice: @escaping @Sendable (String) -> Void = { _ in }) throws(AuditError) {
         precondition(derivedBatchRecords >= 1)
         self.derivedBatchRecords = derivedBatchRecords
+        self.onNotice = onNotice
         path = config.path
         durability = config.durability
         maxBodyBytes = config.maxBodyBytes
@@ -253,8 +261,21 @@ final class AuditFile {
     func close() { closeConnection() }
 
     private func open() throws(AuditError) {
-        let connection = try AuditSchema.openForWriting(path: path, durability: durability, busyTimeoutMs: busyTimeoutMs)
-        let through = try AuditDerived.watermark(connection)
+        let connection = try AuditSchema.openForWriting(path: path, durability: durability, busyTimeoutMs: busyTimeoutMs,
+                                                        catchUp: false)
+        // Derived data for records after the last batch: after a crash, a few thousand records;
+        // for a file from an older gateway (or other tools), all of them, once: say so.
+        let behind = try AuditDerived.underived(connection)
+        let started = EventLoop.monotonicNanos()
+        if behind > Self.noticeRecords {
+            onNotice("deriving the audit summaries and lookup for \(behind) records (an older or restored file); "
+                     + "calls are served when done, about 10 s per million calls")
+        }
+        let through = try AuditDerived.catchUp(connection)
+        if behind > Self.noticeRecords {
+            onNotice("audit summaries and lookup derived for \(behind) records in "
+                     + "\(Int((Double(EventLoop.monotonicNanos() - started) / 1e9).rounded())) s")
+        }
         batch = AuditDerived.Batch(firstSeq: through + 1)
         openRequests = [:]
         let head = try connection.prepare("""

@@ -35,6 +35,18 @@ package enum AuditDerived {
         try db.scalarInt("SELECT last_seq FROM audit_batches ORDER BY first_seq DESC LIMIT 1") ?? 0
     }
 
+    /// Records after the last batch (what `catchUp` would derive).
+    package static func underived(_ db: SQLiteConnection) throws(AuditError) -> Int64 {
+        try head(db) - watermark(db)
+    }
+
+    /// The newest record's seq (0: none).
+    static func head(_ db: SQLiteConnection) throws(AuditError) -> Int64 {
+        try db.scalarInt("""
+            SELECT max(COALESCE((SELECT max(seq) FROM audit_requests), 0), COALESCE((SELECT max(seq) FROM audit_responses), 0))
+            """) ?? 0
+    }
+
     /// The lookup key of a Hookshot request id: its 16 bytes for a UUID (any case), else the text
     /// as stored (the gateway stores canonical UUIDs only, but other tools may not).
     package static func eventKey(_ id: String) -> SQLValue {
@@ -94,7 +106,7 @@ package enum AuditDerived {
               FROM audit_responses r JOIN audit_requests q ON q.request_id = r.request_id
              WHERE r.seq > ?1 AND r.seq <= ?2 ORDER BY r.seq
             """)
-        let head = try db.scalarInt("SELECT max(COALESCE((SELECT max(seq) FROM audit_requests), 0), COALESCE((SELECT max(seq) FROM audit_responses), 0))") ?? 0
+        let head = try head(db)
         var through = try watermark(db)
         let start = through
         while through < head {

@@ -55,6 +55,8 @@ public final class Gateway {
         pool = UpstreamPool(loop: loop, tls: tls, options: UpstreamOptions(config: config.upstream))
         audit = try AuditWriter(loop: loop, config: config.audit, onRecovery: { [logger] in
             logger.info("audit log writable again: calls are recorded and served")
+        }, onNotice: { [logger] notice in
+            logger.info("\(notice)")
         }) { [logger] why in
             logger.error("audit write failed: calls are refused with 503 until it recovers", metadata: ["error": "\(why)"])
         }

@@ -127,6 +127,31 @@ import Testing
         db.close()
     }
 
+    @Test func anIdleWriterWritesHalfABatchWithoutWaitingForMoreCalls() throws {
+        let path = TestDirectory.make("derived") + "/audit.sqlite3"
+        let loop = EventLoop()  // made here, so this thread may submit; completions wait for a run that never comes
+        let writer = try AuditWriter(loop: loop, config: AuditConfig(path: path), derivedBatchRecords: 20) { _ in }
+        var traffic = Traffic(state: 3)
+        var submitted = 0
+        while submitted < 12 {
+            let group = traffic.group()
+            #expect(writer.submit(group) { _ in })
+            submitted += group.count
+        }
+        let db = try SQLiteConnection(path: path, readOnly: true)
+        // The writer may go idle between two submits: then a batch covers what was there.
+        let deadline = Date().addingTimeInterval(5)
+        while try AuditDerived.watermark(db) < 10, Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        let through = try AuditDerived.watermark(db)
+        #expect(through >= 10 && Int64(submitted) - through < 10,
+                "half a batch (10 records) or more is written once the writer is idle: \(through) of \(submitted)")
+        #expect(writer.currentStatus.derivedBatches >= 1)
+        writer.flushAndStop()
+        #expect(writer.currentStatus.records == submitted)
+        db.close()
+        try Self.checkEverything(path, "after the idle batch")
+    }
+
     @Test func verifyNamesASummaryThatDisagreesAndRebuildRepairsIt() throws {
         let path = TestDirectory.make("derived") + "/audit.sqlite3"
         var traffic = Traffic(state: 11)

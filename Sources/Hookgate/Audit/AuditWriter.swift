@@ -132,6 +132,19 @@ package final class AuditWriter: Sendable {
             }
             if next.stop { break }
             if next.batch.isEmpty {
+                // Idle with half a batch of derived data or more: write it now, while no call
+                // waits for a commit (under load, the commit that fills a batch writes it).
+                if file.derivedBatchDueWhenIdle {
+                    let failure = file.writeDerivedBatch()
+                    shared.withLock { s in
+                        if failure == nil, let seconds = file.lastDerivedBatchSeconds {
+                            s.status.derivedBatches += 1
+                            s.status.slowestDerivedBatch = max(s.status.slowestDerivedBatch, seconds)
+                        }
+                    }
+                    if let failure { report(probe: failure) }
+                    continue
+                }
                 // Idle: wait for work; when a probe interval passes without any, check the file.
                 if wake.wait(timeout: .now() + Self.probeIntervalSeconds) == .timedOut {
                     let idle = shared.withLock { s -> Bool in
@@ -412,6 +425,36 @@ final class AuditFile {
             // the derived data, which this group may have half-counted).
             closeConnection()
             return .failure(error)
+        }
+    }
+
+    /// Half a batch of derived data or more is waiting, and the file is open.
+    var derivedBatchDueWhenIdle: Bool { db != nil && batch.records >= max(1, derivedBatchRecords / 2) }
+
+    /// Writes the derived data of every committed record since the last batch, in a transaction
+    /// of its own (the writer is idle). Nil when done.
+    func writeDerivedBatch() -> AuditError? {
+        lastDerivedBatchSeconds = nil
+        do throws(AuditError) {
+            try checkFile()
+            guard let db, let beginStatement, let commitStatement else {
+                throw AuditError(.other, message: "audit database is not open")
+            }
+            let started = EventLoop.monotonicNanos()
+            try beginStatement.run([])
+            do throws(AuditError) {
+                try batch.write(db, lastSeq: headSeq)
+                try commitStatement.run([])
+            } catch {
+                try? db.execute("ROLLBACK")
+                throw error
+            }
+            lastDerivedBatchSeconds = Double(EventLoop.monotonicNanos() - started) / 1e9
+            batch = AuditDerived.Batch(firstSeq: headSeq + 1)
+            return nil
+        } catch {
+            closeConnection()  // reopened with the next group; its catch-up derives what is missing
+            return error
         }
     }
 

@@ -18,9 +18,10 @@
 /// B-tree in key order, and each summary row is touched once per batch rather than once per
 /// call: that is what keeps the writer's cost small (bench/AUDIT.md).
 package enum AuditDerived {
-    /// Records per batch on the writer: about 16 k calls at a time, so a 10 M-call file has some
+    /// Records per batch on the writer, at most: about 16 k calls, so a 10 M-call file has some
     /// 600 batches (a lookup is 600 index probes), and a summary row is rewritten at most once per
-    /// 16 k calls. Writing a batch takes some tens of milliseconds (bench/AUDIT.md).
+    /// 16 k calls. Writing a batch takes some 25 ms (bench/AUDIT.md); an idle writer writes one
+    /// as soon as it has half this many records, so that no call waits for it.
     package static let writerBatchRecords = 32768
     /// Records per batch when (re)building from the records.
     package static let rebuildBatchRecords = 1 << 20

@@ -60,6 +60,9 @@ package final class AuditWriter: Sendable {
 
     /// How often an idle writer checks that the file is still writable (for /readyz).
     static let probeIntervalSeconds = 1.0
+    /// How long no record must arrive before an idle writer writes a derived batch early: longer
+    /// than the gaps between calls under load, so that no call waits for it (bench/AUDIT.md).
+    static let quietBeforeDerivedBatch = 0.05
 
     /// Opens (creating and migrating) the database now, on the calling thread, so that a
     /// misconfigured path stops start-up with a clear error; then hands it to the writer thread.
@@ -132,26 +135,27 @@ package final class AuditWriter: Sendable {
             }
             if next.stop { break }
             if next.batch.isEmpty {
-                // Idle with half a batch of derived data or more: write it now, while no call
-                // waits for a commit (under load, the commit that fills a batch writes it).
-                if file.derivedBatchDueWhenIdle {
-                    let failure = file.writeDerivedBatch()
-                    shared.withLock { s in
-                        if failure == nil, let seconds = file.lastDerivedBatchSeconds {
-                            s.status.derivedBatches += 1
-                            s.status.slowestDerivedBatch = max(s.status.slowestDerivedBatch, seconds)
-                        }
-                    }
-                    if let failure { report(probe: failure) }
-                    continue
-                }
-                // Idle: wait for work; when a probe interval passes without any, check the file.
-                if wake.wait(timeout: .now() + Self.probeIntervalSeconds) == .timedOut {
+                // Idle: wait for work. When a quiet spell passes with half a batch of derived data
+                // or more waiting, write it (no call waits for a commit then; under load the
+                // commit that fills a batch writes it); when a probe interval passes, check the file.
+                let due = file.derivedBatchDueWhenIdle
+                if wake.wait(timeout: .now() + (due ? Self.quietBeforeDerivedBatch : Self.probeIntervalSeconds)) == .timedOut {
                     let idle = shared.withLock { s -> Bool in
                         guard s.writerIdle else { return false }  // a submit came at the last moment
                         return true
                     }
-                    if idle { report(probe: file.probe()) }
+                    if idle, due {
+                        let failure = file.writeDerivedBatch()
+                        shared.withLock { s in
+                            if failure == nil, let seconds = file.lastDerivedBatchSeconds {
+                                s.status.derivedBatches += 1
+                                s.status.slowestDerivedBatch = max(s.status.slowestDerivedBatch, seconds)
+                            }
+                        }
+                        if let failure { report(probe: failure) }
+                    } else if idle {
+                        report(probe: file.probe())
+                    }
                 }
                 continue
             }

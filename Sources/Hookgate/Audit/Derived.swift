@@ -20,8 +20,8 @@
 package enum AuditDerived {
     /// Records per batch on the writer, at most: about 16 k calls, so a 10 M-call file has some
     /// 600 batches (a lookup is 600 index probes), and a summary row is rewritten at most once per
-    /// 16 k calls. Writing a batch takes some 25 ms (bench/AUDIT.md); an idle writer writes one
-    /// as soon as it has half this many records, so that no call waits for it.
+    /// 16 k calls. Writing a batch takes some 25 ms (bench/AUDIT.md); a writer that has had
+    /// nothing to do for a moment writes one as soon as it has half this many records.
     package static let writerBatchRecords = 32768
     /// Records per batch when (re)building from the records.
     package static let rebuildBatchRecords = 1 << 20

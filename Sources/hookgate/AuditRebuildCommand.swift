@@ -11,7 +11,8 @@ struct AuditRebuildCommand: ParsableCommand {
             from a backup, written by other tools, or whose summaries `audit verify` found wrong.
             An older file is migrated first (the gateway does the same when it opens one). Unlike
             the other audit subcommands this one writes to the file: stop the gateway first, or
-            its calls wait while each batch is written. About 10 s per million calls.
+            its calls wait while each batch is written (the result is right either way). About
+            10 s per million calls.
             """)
 
     @Option(help: ArgumentHelp("The audit database (opened for writing).", valueName: "file"))

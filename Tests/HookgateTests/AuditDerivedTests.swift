@@ -152,6 +152,29 @@ import Testing
         try Self.checkEverything(path, "after the idle batch")
     }
 
+    @Test func aRebuildRunAgainstTheLiveFileLeavesItRight() throws {
+        let path = TestDirectory.make("derived") + "/audit.sqlite3"
+        var traffic = Traffic(state: 13)
+        let file = try AuditFile(config: AuditConfig(path: path), derivedBatchRecords: 10)
+        for _ in 1...30 { try file.commit(traffic.group()).get() }
+        // A whole rebuild between two commits.
+        _ = try AuditDerived.rebuild(path: path)
+        for _ in 1...30 { try file.commit(traffic.group()).get() }
+        try Self.checkEverything(path, "after a rebuild between commits")
+        // A rebuild caught half-way: its first step (emptying the tables) done, the rest not yet.
+        let other = try AuditSchema.openForWriting(path: path, durability: .normal, busyTimeoutMs: 1000, catchUp: false)
+        try other.execute("""
+            DELETE FROM audit_summary_hooks; DELETE FROM audit_summary_teams; DELETE FROM audit_event_lookup;
+            DELETE FROM audit_batches
+            """)
+        for _ in 1...20 { try file.commit(traffic.group()).get() }
+        #expect(try AuditDerived.watermark(other) == 0, "the writer leaves a file that far behind to the rebuild")
+        try AuditDerived.catchUp(other)  // the rest of the rebuild
+        for _ in 1...30 { try file.commit(traffic.group()).get() }
+        other.close()
+        try Self.checkEverything(path, "after a rebuild that overlapped commits")
+    }
+
     @Test func verifyNamesASummaryThatDisagreesAndRebuildRepairsIt() throws {
         let path = TestDirectory.make("derived") + "/audit.sqlite3"
         var traffic = Traffic(state: 11)

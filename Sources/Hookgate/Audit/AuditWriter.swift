@@ -382,7 +382,7 @@ final class AuditFile {
             }
             try beginStatement.run([])
             var seq = headSeq, hash = headHash
-            var flushed = false
+            var nextBatch: AuditDerived.Batch?
             lastDerivedBatchSeconds = nil
             do throws(AuditError) {
                 var values: [SQLValue] = []
@@ -411,9 +411,8 @@ final class AuditFile {
                 }
                 if batch.records >= derivedBatchRecords {
                     let started = EventLoop.monotonicNanos()
-                    try batch.write(db, lastSeq: seq)
+                    nextBatch = try AuditDerived.write(batch, db, through: seq, limit: 4 * Int64(derivedBatchRecords))
                     lastDerivedBatchSeconds = Double(EventLoop.monotonicNanos() - started) / 1e9
-                    flushed = true
                 }
                 try commitStatement.run([])
             } catch {
@@ -422,7 +421,7 @@ final class AuditFile {
             }
             headSeq = seq
             headHash = hash
-            if flushed { batch = AuditDerived.Batch(firstSeq: seq + 1) }
+            if let nextBatch { batch = nextBatch }
             return .success(())
         } catch {
             // Reopen on the next group: clears a broken handle and re-reads the chain head (and
@@ -446,15 +445,16 @@ final class AuditFile {
             }
             let started = EventLoop.monotonicNanos()
             try beginStatement.run([])
+            let next: AuditDerived.Batch
             do throws(AuditError) {
-                try batch.write(db, lastSeq: headSeq)
+                next = try AuditDerived.write(batch, db, through: headSeq, limit: 4 * Int64(derivedBatchRecords))
                 try commitStatement.run([])
             } catch {
                 try? db.execute("ROLLBACK")
                 throw error
             }
             lastDerivedBatchSeconds = Double(EventLoop.monotonicNanos() - started) / 1e9
-            batch = AuditDerived.Batch(firstSeq: headSeq + 1)
+            batch = next
             return nil
         } catch {
             closeConnection()  // reopened with the next group; its catch-up derives what is missing

@@ -98,6 +98,26 @@ package enum AuditDerived {
     @discardableResult
     package static func catchUp(_ db: SQLiteConnection, batchRecords: Int = rebuildBatchRecords,
                                 progress: ((_ done: Int64, _ total: Int64) -> Void)? = nil) throws(AuditError) -> Int64 {
+        let head = try head(db)
+        let start = try watermark(db)
+        var through = start
+        while through < head {
+            // The watermark is read again inside each transaction: a gateway writing the same
+            // file meanwhile may have moved it (see `write(_:_:through:)`).
+            try transaction(db) { () throws(AuditError) in
+                through = try watermark(db)
+                guard through < head else { return }
+                let last = min(head, through + Int64(batchRecords))
+                try derive(db, after: through, through: last).write(db, lastSeq: last)
+                through = last
+            }
+            progress?(through - start, head - start)
+        }
+        return through
+    }
+
+    /// The batch of records `after+1 ... through`, read from the file.
+    static func derive(_ db: SQLiteConnection, after: Int64, through last: Int64) throws(AuditError) -> Batch {
         let requests = try db.prepare("""
             SELECT seq, substr(received_at, 1, 10), team, hook_id, decision, event_request_id
               FROM audit_requests WHERE seq > ?1 AND seq <= ?2 ORDER BY seq
@@ -107,33 +127,39 @@ package enum AuditDerived {
               FROM audit_responses r JOIN audit_requests q ON q.request_id = r.request_id
              WHERE r.seq > ?1 AND r.seq <= ?2 ORDER BY r.seq
             """)
-        let head = try head(db)
-        var through = try watermark(db)
-        let start = through
-        while through < head {
-            let last = min(head, through + Int64(batchRecords))
-            try transaction(db) { () throws(AuditError) in
-                var batch = Batch(firstSeq: through + 1)
-                try requests.bind([.int(through), .int(last)])
-                while try requests.step() {
-                    let key = SummaryKey(day: requests.text(1) ?? "", team: requests.text(2), hook: IDKey(requests.raw(3)),
-                                         decision: requests.text(4) ?? "", status: nil)
-                    batch.request(seq: requests.int(0), key: key, eventRequestID: requests.text(5))
-                }
-                requests.reset()
-                try responses.bind([.int(through), .int(last)])
-                while try responses.step() {
-                    let key = SummaryKey(day: responses.text(3) ?? "", team: responses.text(4), hook: IDKey(responses.raw(5)),
-                                         decision: responses.text(6) ?? "", status: nil)
-                    batch.response(requestKey: key, decision: responses.text(1) ?? "", status: responses.int(2))
-                }
-                responses.reset()
-                try batch.write(db, lastSeq: last)
-            }
-            through = last
-            progress?(through - start, head - start)
+        var batch = Batch(firstSeq: after + 1)
+        try requests.bind([.int(after), .int(last)])
+        while try requests.step() {
+            let key = SummaryKey(day: requests.text(1) ?? "", team: requests.text(2), hook: IDKey(requests.raw(3)),
+                                 decision: requests.text(4) ?? "", status: nil)
+            batch.request(seq: requests.int(0), key: key, eventRequestID: requests.text(5))
         }
-        return through
+        requests.reset()
+        try responses.bind([.int(after), .int(last)])
+        while try responses.step() {
+            let key = SummaryKey(day: responses.text(3) ?? "", team: responses.text(4), hook: IDKey(responses.raw(5)),
+                                 decision: responses.text(6) ?? "", status: nil)
+            batch.response(requestKey: key, decision: responses.text(1) ?? "", status: responses.int(2))
+        }
+        responses.reset()
+        return batch
+    }
+
+    /// Writes `batch` (the writer's, in memory) covering up to `last`, inside the caller's
+    /// transaction, unless someone else moved the watermark since it began (`hookgate audit
+    /// rebuild` run against a live file): then what is not yet covered is read from the file.
+    /// Returns the batch that follows.
+    /// When the file is further behind than `limit` records (a rebuild under way), nothing is
+    /// written: the next batch is read from the file (`Batch.unknown`).
+    static func write(_ batch: Batch, _ db: SQLiteConnection, through last: Int64, limit: Int64) throws(AuditError) -> Batch {
+        let covered = try watermark(db)
+        if covered == batch.firstSeq - 1 {
+            try batch.write(db, lastSeq: last)
+        } else if covered < last {
+            guard last - covered <= limit else { return Batch(firstSeq: Batch.unknown) }
+            try derive(db, after: covered, through: last).write(db, lastSeq: last)
+        }
+        return Batch(firstSeq: max(covered, last) + 1)
     }
 
     /// Empties the derived tables and writes them again from the records alone (the records are
@@ -255,6 +281,8 @@ package enum AuditDerived {
 
     /// What one batch of records adds to the derived tables.
     package struct Batch {
+        /// `firstSeq` of a batch whose records are not known in memory: it is read from the file.
+        static let unknown: Int64 = -1
         package let firstSeq: Int64
         /// Count changes by summary row: +1 for a request (no status yet); for its response -1
         /// there and +1 under the final decision and status.

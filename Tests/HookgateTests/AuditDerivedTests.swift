@@ -214,6 +214,24 @@ import Testing
         try Self.checkEverything(path, "after rebuild")
     }
 
+    @Test func theCheckIsTheSameWhenItCannotRememberEveryRequestWaitingForItsResponse() throws {
+        let path = TestDirectory.make("derived") + "/audit.sqlite3"
+        var traffic = Traffic(state: 17)
+        let file = try AuditFile(config: AuditConfig(path: path), derivedBatchRecords: 16)
+        for _ in 1...120 { try file.commit(traffic.group()).get() }
+        let db = try SQLiteConnection(path: path)
+        func check() throws -> AuditDerivedCheck.Outcome? {
+            try db.execute("BEGIN")
+            defer { try? db.execute("COMMIT") }
+            return try AuditDerivedCheck.run(db, waitingLimit: 2)  // responses read their request from the file
+        }
+        #expect(try check()?.mismatch == nil)
+        try db.execute("UPDATE audit_summary_teams SET calls = calls + 1 WHERE decision = 'forwarded' AND status = 200 AND team = 'ops'")
+        #expect(db.changes >= 1)
+        #expect(try check()?.mismatch?.hasPrefix("audit_summary_teams on 2025-03-0") == true)
+        db.close()
+    }
+
     @Test func verifyNamesALookupRowMissingOrForgedAndABatchGap() throws {
         let path = TestDirectory.make("derived") + "/audit.sqlite3"
         var traffic = Traffic(state: 5)

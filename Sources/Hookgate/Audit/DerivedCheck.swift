@@ -52,8 +52,8 @@ package enum AuditDerivedCheck {
     }
 
     /// The check on an open connection, inside the caller's read transaction.
-    package static func run(_ db: SQLiteConnection) throws(AuditError) -> Outcome? {
-        guard let summaries = try SummaryCheck(db) else { return nil }
+    package static func run(_ db: SQLiteConnection, waitingLimit: Int = 1 << 16) throws(AuditError) -> Outcome? {
+        guard let summaries = try SummaryCheck(db, waitingLimit: waitingLimit) else { return nil }
         let lookup = try LookupCheck(db)
         let through = summaries.watermark
         // Column positions as SummaryCheck and LookupCheck read them.

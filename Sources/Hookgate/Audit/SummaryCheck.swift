@@ -35,16 +35,19 @@ final class SummaryCheck {
     private let hookRows: SQLiteStatement
     private let teamRows: SQLiteStatement
     private static let openDayLimit = 3
-    private static let waitingLimit = 1 << 20
+    /// Requests remembered until their response (some 8 MB); past it, a response reads its
+    /// request from the file.
+    private let waitingLimit: Int
 
     /// Nil when the file has no derived tables (schema before 3).
-    init?(_ db: SQLiteConnection) throws(AuditError) {
+    init?(_ db: SQLiteConnection, waitingLimit: Int = 1 << 16) throws(AuditError) {
         guard try db.scalarInt("""
             SELECT count(*) FROM sqlite_master WHERE name IN ('audit_summary_hooks', 'audit_summary_teams', 'audit_batches')
             """) == 3 else {
             return nil
         }
         self.db = db
+        self.waitingLimit = waitingLimit
         watermark = try AuditDerived.watermark(db)
         requestKey = try db.prepare("SELECT substr(received_at, 1, 10), team, hook_id, decision FROM audit_requests WHERE seq = ?1")
         hookRows = try db.prepare("SELECT team, hook_id, decision, status, calls FROM audit_summary_hooks WHERE day = ?1 AND calls <> 0")
@@ -57,7 +60,7 @@ final class SummaryCheck {
         let received = row.raw(2).bytes
         let day = String(decoding: UnsafeRawBufferPointer(rebasing: received.prefix(10)), as: UTF8.self)
         let cell = Cell(team: row.text(4), hook: IDKey(row.raw(8)), decision: row.text(10) ?? "", status: nil)
-        if waiting.count >= Self.waitingLimit { waiting.removeAll() }
+        if waiting.count >= waitingLimit { waiting.removeAll() }
         waiting[seq] = (day, cell)
         return try count(day, cell, 1)
     }

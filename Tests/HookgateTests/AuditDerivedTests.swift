@@ -83,6 +83,16 @@ import Testing
         return ids
     }
 
+    /// A new audit file written by the writer's `AuditFile` with batches of `batch` records:
+    /// `calls` groups of seeded traffic.
+    static func written(seed: UInt64, batch: Int, calls: Int) throws -> (String, AuditFile, Traffic) {
+        let path = TestDirectory.make("derived") + "/audit.sqlite3"
+        var traffic = Traffic(state: seed)
+        let file = try AuditFile(config: AuditConfig(path: path), derivedBatchRecords: batch)
+        for _ in 1...calls { try file.commit(traffic.group()).get() }
+        return (path, file, traffic)
+    }
+
     static func count(_ path: String, _ sql: String) throws -> Int64 {
         let db = try SQLiteConnection(path: path, readOnly: true)
         defer { db.close() }
@@ -153,10 +163,8 @@ import Testing
     }
 
     @Test func aRebuildRunAgainstTheLiveFileLeavesItRight() throws {
-        let path = TestDirectory.make("derived") + "/audit.sqlite3"
-        var traffic = Traffic(state: 13)
-        let file = try AuditFile(config: AuditConfig(path: path), derivedBatchRecords: 10)
-        for _ in 1...30 { try file.commit(traffic.group()).get() }
+        let (path, file, written) = try Self.written(seed: 13, batch: 10, calls: 30)
+        var traffic = written
         // A whole rebuild between two commits.
         _ = try AuditDerived.rebuild(path: path)
         for _ in 1...30 { try file.commit(traffic.group()).get() }
@@ -176,10 +184,7 @@ import Testing
     }
 
     @Test func verifyNamesASummaryThatDisagreesAndRebuildRepairsIt() throws {
-        let path = TestDirectory.make("derived") + "/audit.sqlite3"
-        var traffic = Traffic(state: 11)
-        let file = try AuditFile(config: AuditConfig(path: path), derivedBatchRecords: 10)
-        for _ in 1...60 { try file.commit(traffic.group()).get() }
+        let (path, _, _) = try Self.written(seed: 11, batch: 10, calls: 60)
         let writer = try SQLiteConnection(path: path)
         let hook = Self.hooks[0]
         try writer.execute("""
@@ -215,10 +220,7 @@ import Testing
     }
 
     @Test func theCheckIsTheSameWhenItCannotRememberEveryRequestWaitingForItsResponse() throws {
-        let path = TestDirectory.make("derived") + "/audit.sqlite3"
-        var traffic = Traffic(state: 17)
-        let file = try AuditFile(config: AuditConfig(path: path), derivedBatchRecords: 16)
-        for _ in 1...120 { try file.commit(traffic.group()).get() }
+        let (path, _, _) = try Self.written(seed: 17, batch: 16, calls: 120)
         let db = try SQLiteConnection(path: path)
         func check() throws -> AuditDerivedCheck.Outcome? {
             try db.execute("BEGIN")
@@ -233,10 +235,7 @@ import Testing
     }
 
     @Test func verifyNamesALookupRowMissingOrForgedAndABatchGap() throws {
-        let path = TestDirectory.make("derived") + "/audit.sqlite3"
-        var traffic = Traffic(state: 5)
-        let file = try AuditFile(config: AuditConfig(path: path), derivedBatchRecords: 10)
-        for _ in 1...60 { try file.commit(traffic.group()).get() }
+        let (path, _, _) = try Self.written(seed: 5, batch: 10, calls: 60)
         try Self.checkEverything(path, "as written")
         let db = try SQLiteConnection(path: path)
         let (bucket, seq) = try #require(try { () throws -> (Int64, Int64)? in

@@ -183,6 +183,23 @@ import Testing
         try Self.checkEverything(path, "after a rebuild that overlapped commits")
     }
 
+    @Test func twoWritersOnOneFileInterleaveIntoOneChainWithRightSummaries() throws {
+        // Two gateway processes on one file (a rolling restart's overlap): two connections here.
+        let path = TestDirectory.make("derived") + "/audit.sqlite3"
+        var traffic = Traffic(state: 23)
+        let first = try AuditFile(config: AuditConfig(path: path), derivedBatchRecords: 12)
+        let second = try AuditFile(config: AuditConfig(path: path), derivedBatchRecords: 12)
+        for round in 1...150 {
+            // A response may come through the other writer than its request did.
+            try (round % 3 == 0 ? second : first).commit(traffic.group()).get()
+        }
+        let result = try AuditQuery(path: path).verify()
+        #expect(result.isIntact, "\(result.broken ?? "")")
+        #expect(result.records == 150 + (try Self.count(path, "SELECT count(*) FROM audit_responses")))
+        try Self.checkEverything(path, "two writers")
+        #expect(try Self.count(path, "SELECT count(*) FROM audit_batches") >= 10)
+    }
+
     @Test func verifyNamesASummaryThatDisagreesAndRebuildRepairsIt() throws {
         let (path, _, _) = try Self.written(seed: 11, batch: 10, calls: 60)
         let writer = try SQLiteConnection(path: path)

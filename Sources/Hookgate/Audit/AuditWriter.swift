@@ -244,6 +244,7 @@ final class AuditFile {
     private let hasher = SHA256Context()
     /// The bytes each record's hash is taken over (reused).
     private var hashInput: [UInt8] = []
+    private var headStatement: SQLiteStatement?
     private var beginStatement: SQLiteStatement?
     private var commitStatement: SQLiteStatement?
     /// Derived data (AuditDerived) for the records since the last batch; written every
@@ -295,18 +296,15 @@ final class AuditFile {
         }
         batch = AuditDerived.Batch(firstSeq: through + 1)
         openRequests = [:]
+        // The newest record of either table: two probes of the rowid B-trees' right edges.
         let head = try connection.prepare("""
-            SELECT seq, hash FROM (SELECT seq, hash FROM audit_requests UNION ALL SELECT seq, hash FROM audit_responses)
+            SELECT seq, hash FROM (SELECT seq, hash FROM audit_requests ORDER BY seq DESC LIMIT 1)
+            UNION ALL
+            SELECT seq, hash FROM (SELECT seq, hash FROM audit_responses ORDER BY seq DESC LIMIT 1)
             ORDER BY seq DESC LIMIT 1
             """)
-        if try head.step() {
-            headSeq = head.int(0)
-            headHash = head.text(1) ?? AuditChain.genesis
-        } else {
-            headSeq = 0
-            headHash = AuditChain.genesis
-        }
-        head.reset()
+        headStatement = head
+        try readHead()
         let q = AuditSchema.requestColumns + ["hash"]
         let r = AuditSchema.responseColumns + ["hash"]
         insertRequest = try connection.prepare("INSERT INTO audit_requests (\(q.joined(separator: ", "))) VALUES (\(q.map { _ in "?" }.joined(separator: ", ")))")
@@ -320,7 +318,23 @@ final class AuditFile {
         db = connection
     }
 
+    /// The chain head as the file has it. Inside a write transaction it cannot move under us:
+    /// another gateway process writing the same file (a rolling restart's overlap) is ordered
+    /// by SQLite's write lock, and each writer continues the chain from where the file stands.
+    private func readHead() throws(AuditError) {
+        guard let headStatement else { throw AuditError(.other, message: "audit database is not open") }
+        defer { headStatement.reset() }
+        if try headStatement.step() {
+            headSeq = headStatement.int(0)
+            headHash = headStatement.text(1) ?? AuditChain.genesis
+        } else {
+            headSeq = 0
+            headHash = AuditChain.genesis
+        }
+    }
+
     private func closeConnection() {
+        headStatement = nil
         insertRequest = nil
         insertResponse = nil
         requestKey = nil
@@ -381,6 +395,7 @@ final class AuditFile {
                 throw AuditError(.other, message: "audit database is not open")
             }
             try beginStatement.run([])
+            try readHead()
             var seq = headSeq, hash = headHash
             var nextBatch: AuditDerived.Batch?
             lastDerivedBatchSeconds = nil
@@ -447,6 +462,7 @@ final class AuditFile {
             try beginStatement.run([])
             let next: AuditDerived.Batch
             do throws(AuditError) {
+                try readHead()
                 next = try AuditDerived.write(batch, db, through: headSeq, limit: 4 * Int64(derivedBatchRecords))
                 try commitStatement.run([])
             } catch {

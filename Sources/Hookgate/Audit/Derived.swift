@@ -146,14 +146,15 @@ package enum AuditDerived {
     }
 
     /// Writes `batch` (the writer's, in memory) covering up to `last`, inside the caller's
-    /// transaction, unless someone else moved the watermark since it began (`hookgate audit
-    /// rebuild` run against a live file): then what is not yet covered is read from the file.
-    /// Returns the batch that follows.
+    /// transaction, if it holds every record since the watermark. Otherwise someone else wrote to
+    /// the file meanwhile (`hookgate audit rebuild` run against a live file moved the watermark, or
+    /// another gateway process added records in between): what is not yet covered is read from
+    /// the file. Returns the batch that follows.
     /// When the file is further behind than `limit` records (a rebuild under way), nothing is
     /// written: the next batch is read from the file (`Batch.unknown`).
     static func write(_ batch: Batch, _ db: SQLiteConnection, through last: Int64, limit: Int64) throws(AuditError) -> Batch {
         let covered = try watermark(db)
-        if covered == batch.firstSeq - 1 {
+        if covered == batch.firstSeq - 1, Int64(batch.records) == last - covered {
             try batch.write(db, lastSeq: last)
         } else if covered < last {
             guard last - covered <= limit else { return Batch(firstSeq: Batch.unknown) }

@@ -51,44 +51,12 @@ package enum AuditDerived {
     /// The lookup key of a Hookshot request id: its 16 bytes for a UUID (any case), else the text
     /// as stored (the gateway stores canonical UUIDs only, but other tools may not).
     package static func eventKey(_ id: String) -> SQLValue {
-        guard let (high, low) = uuidBits(id) else { return .text(id) }
+        guard let (high, low) = UUIDText.bits(id) else { return .text(id) }
         return .blob(bytes(high: high, low: low))
     }
 
     static func bytes(high: UInt64, low: UInt64) -> [UInt8] {
         (0..<16).map { i in UInt8(truncatingIfNeeded: (i < 8 ? high : low) >> UInt64(56 - 8 * (i % 8))) }
-    }
-
-    /// The 128 bits of an 8-4-4-4-12 hex UUID (either case), without making a String.
-    static func uuidBits(_ id: String) -> (UInt64, UInt64)? {
-        var id = id
-        id.makeContiguousUTF8()  // a no-op for native strings
-        return id.utf8.withContiguousStorageIfAvailable { uuidBits(UnsafeRawBufferPointer($0)) } ?? nil
-    }
-
-    /// The same from the bytes of a stored column.
-    static func uuidBits(_ u: UnsafeRawBufferPointer) -> (UInt64, UInt64)? {
-        do {
-            guard u.count == 36 else { return nil }
-            var high: UInt64 = 0, low: UInt64 = 0, n = 0
-            for i in 0..<36 {
-                let c = u[i]
-                if i == 8 || i == 13 || i == 18 || i == 23 {
-                    guard c == UInt8(ascii: "-") else { return nil }
-                    continue
-                }
-                let nibble: UInt8
-                switch c {
-                case 0x30...0x39: nibble = c - 0x30
-                case 0x61...0x66: nibble = c - 0x61 + 10
-                case 0x41...0x46: nibble = c - 0x41 + 10
-                default: return nil
-                }
-                if n < 16 { high = high << 4 | UInt64(nibble) } else { low = low << 4 | UInt64(nibble) }
-                n += 1
-            }
-            return (high, low)
-        }
     }
 
     /// Writes derived data for every record after the watermark, in batches of `batchRecords`
@@ -236,14 +204,14 @@ package enum AuditDerived {
 
         package init(_ text: String?) {
             guard let text else { self = .none; return }
-            if let (high, low) = AuditDerived.uuidBits(text) { self = .uuid(high, low) } else { self = .text(text) }
+            if let (high, low) = UUIDText.bits(text) { self = .uuid(high, low) } else { self = .text(text) }
         }
 
         init(_ column: SQLiteStatement.RawColumn) {
             switch column.type {
             case .null: self = .none
             case .text, .blob:
-                if let (high, low) = AuditDerived.uuidBits(column.bytes) { self = .uuid(high, low); return }
+                if let (high, low) = UUIDText.bits(column.bytes) { self = .uuid(high, low); return }
                 self = .text(String(decoding: column.bytes, as: UTF8.self))
             case .int: self = .text(String(column.int))
             case .double: self = .text(String(column.double))
@@ -299,7 +267,7 @@ package enum AuditDerived {
         package mutating func request(seq: Int64, key: SummaryKey, eventRequestID: String?) {
             summary[key, default: 0] += 1
             if let eventRequestID {
-                if let (high, low) = AuditDerived.uuidBits(eventRequestID) {
+                if let (high, low) = UUIDText.bits(eventRequestID) {
                     events.append((high, low, seq))
                 } else {
                     otherEvents.append((eventRequestID, seq))

@@ -35,7 +35,7 @@ final class LookupCheck {
         guard current != nil else { return nil }
         let id = row.raw(9)
         guard id.type == .text || id.type == .blob else { return nil }
-        if let (high, low) = AuditDerived.uuidBits(id.bytes) {
+        if let (high, low) = UUIDText.bits(id.bytes) {
             expected.append((high, low, nil, seq))
         } else {
             expected.append((0, 0, String(decoding: id.bytes, as: UTF8.self), seq))

@@ -75,6 +75,37 @@ public enum UUIDText {
         }
     }
 
+    /// The 128 bits of an 8-4-4-4-12 hex UUID (either case), the inverse of `format(high:low:)`,
+    /// without making a String (the audit's derived tables key ids by them).
+    package static func bits(_ id: String) -> (UInt64, UInt64)? {
+        var id = id
+        id.makeContiguousUTF8()  // a no-op for native strings
+        return id.utf8.withContiguousStorageIfAvailable { bits(UnsafeRawBufferPointer($0)) } ?? nil
+    }
+
+    /// The same from raw bytes (a stored SQLite column).
+    package static func bits(_ u: UnsafeRawBufferPointer) -> (UInt64, UInt64)? {
+        guard u.count == 36 else { return nil }
+        var high: UInt64 = 0, low: UInt64 = 0, n = 0
+        for i in 0..<36 {
+            let c = u[i]
+            if i == 8 || i == 13 || i == 18 || i == 23 {
+                guard c == UInt8(ascii: "-") else { return nil }
+                continue
+            }
+            let nibble: UInt8
+            switch c {
+            case 0x30...0x39: nibble = c - 0x30
+            case 0x61...0x66: nibble = c - 0x61 + 10
+            case 0x41...0x46: nibble = c - 0x41 + 10
+            default: return nil
+            }
+            if n < 16 { high = high << 4 | UInt64(nibble) } else { low = low << 4 | UInt64(nibble) }
+            n += 1
+        }
+        return (high, low)
+    }
+
     /// The canonical (lower-case) form of `text` if it is an 8-4-4-4-12 hex UUID, else nil.
     public static func canonical<S: StringProtocol>(_ text: S) -> String? {
         canonical(bytes: Array(text.utf8))

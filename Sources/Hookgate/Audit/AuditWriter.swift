@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// The one writer of the audit database. Its own thread commits queued records in groups (many
 /// records per transaction, one fsync per group), then wakes the loop once per group with every
@@ -8,7 +7,7 @@ import Synchronization
 /// recovers by itself; while idle the thread checks the file every second (for /readyz).
 ///
 /// Threads: `submit` runs on the loop; `currentStatus` anywhere; `flushAndStop` on the thread
-/// that stops the gateway. What they share (the queue and the status) is behind one `Mutex`;
+/// that stops the gateway. What they share (the queue and the status) is behind one lock (`Locked`);
 /// the database itself (`AuditFile`) belongs to the writer thread alone once it starts.
 package final class AuditWriter: Sendable {
     package typealias Completion = (Result<Void, AuditError>) -> Void
@@ -59,7 +58,7 @@ package final class AuditWriter: Sendable {
     /// Most records per transaction (whole jobs are never split). 1 turns group commit off:
     /// one transaction, and with durability full one fsync, per record (bench-audit measures it).
     private let maxBatch: Int
-    private let shared = Mutex(Shared())
+    private let shared = Locked(Shared())
     private let wake = DispatchSemaphore(value: 0)
     private let stopped = DispatchSemaphore(value: 0)
     private let onFailure: @Sendable (String) -> Void

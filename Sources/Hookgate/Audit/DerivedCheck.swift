@@ -1,8 +1,7 @@
 import Foundation
-import Synchronization
 
 // Threads: a thread of `audit verify` of its own, with its own read-only connection (one
-// connection per thread; the outcome is handed back through a Mutex).
+// connection per thread; the outcome is handed back through a `Locked` box and a semaphore).
 
 /// `audit verify`'s check of the derived tables (`SummaryCheck`, `LookupCheck`): it streams the
 /// records up to the last batch in `seq` order, as the chain walk does, on a connection and a
@@ -21,7 +20,7 @@ package enum AuditDerivedCheck {
     /// Runs the check on a new thread; `wait()` on the result gives its outcome (nil: the file has
     /// no derived tables).
     package final class Running: Sendable {
-        private let outcome = Mutex<Result<Outcome?, AuditError>?>(nil)
+        private let outcome = Locked<Result<Outcome?, AuditError>?>(nil)
         private let done = DispatchSemaphore(value: 0)
 
         package init(path: String) {

@@ -1,6 +1,5 @@
 import CLibevent
 import Foundation
-import Synchronization
 
 /// One libevent `event_base`, run by exactly one thread. Every event/bufferevent call
 /// happens on that thread; other threads hop onto it with `execute`.
@@ -11,7 +10,7 @@ public final class EventLoop: @unchecked Sendable {
     let base: OpaquePointer
     /// The thread that runs the loop: the one that made it until `run()` starts, then the one
     /// running it.
-    private let owner = Mutex<pthread_t>(pthread_self())
+    private let owner = Locked<pthread_t>(pthread_self())
 
     private static let threadingEnabled: Bool = {
         // Must run before the first event_base_new so that cross-thread wake-ups work.

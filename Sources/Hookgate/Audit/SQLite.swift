@@ -84,6 +84,43 @@ package final class SQLiteConnection {
         }
     }
 
+    /// How long a statement waits for another connection's lock before failing with
+    /// SQLITE_BUSY. SQLite's own `busy_timeout` sleeps 25–100 ms between tries once it has
+    /// waited a few: against another process that commits back to back (two gateways on one
+    /// file, docs/audit.md) the lock is free only for microseconds between its commits, and
+    /// such a waiter starves. This one tries again every 0.1–0.5 ms (jittered) until `ms` have
+    /// passed; each try is one `fcntl` lock attempt.
+    package func waitWhenBusy(ms: Int) {
+        guard let db else { return }
+        let wait = BusyWait(timeoutNanos: UInt64(max(ms, 0)) * 1_000_000)
+        busyWait = wait
+        sqlite3_busy_handler(db, { context, count in
+            guard let context else { return 0 }
+            return Unmanaged<BusyWait>.fromOpaque(context).takeUnretainedValue().tryAgain(count: count) ? 1 : 0
+        }, Unmanaged.passUnretained(wait).toOpaque())
+    }
+
+    /// The busy handler's state; kept alive by the connection, whose handle dies first.
+    private var busyWait: BusyWait?
+
+    private final class BusyWait {
+        let timeoutNanos: UInt64
+        var started: UInt64 = 0
+
+        init(timeoutNanos: UInt64) { self.timeoutNanos = timeoutNanos }
+
+        /// `count`: how many times the handler was called for this lock (0 on the first).
+        func tryAgain(count: Int32) -> Bool {
+            var ts = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &ts)
+            let now = UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+            if count == 0 { started = now }
+            guard now - started < timeoutNanos else { return false }
+            usleep(UInt32.random(in: 100...500))
+            return true
+        }
+    }
+
     package func execute(_ sql: String) throws(AuditError) {
         guard let db else { throw AuditError(sqlite: SQLITE_MISUSE, message: "database is closed", sql: sql) }
         var errorMessage: UnsafeMutablePointer<CChar>?

@@ -150,12 +150,16 @@ package enum AuditSchema {
         "delivery_id", "event", "tenant_id", "user_agent", "client_request_id", "config_version",
     ]
 
+    static let startupBusyTimeoutMs = 10_000
+
     /// Opens (creating if needed) and migrates the database at `path` for writing.
     /// `catchUp`: write the derived data of records after the last batch (see `AuditDerived`).
     package static func openForWriting(path: String, durability: Durability, busyTimeoutMs: Int,
                                        catchUp: Bool = true) throws(AuditError) -> SQLiteConnection {
         let db = try SQLiteConnection(path: path)
-        try db.execute("PRAGMA busy_timeout = \(busyTimeoutMs)")
+        // Start-up (migration, catch-up) waits longer for another gateway's lock than a call
+        // may: no caller waits on it, and a start that fails for a busy file helps no one.
+        db.waitWhenBusy(ms: max(busyTimeoutMs, startupBusyTimeoutMs))
         let mode = try db.prepare("PRAGMA journal_mode = WAL")
         let isWAL = try mode.step() && mode.text(0)?.lowercased() == "wal"
         mode.reset()
@@ -165,6 +169,7 @@ package enum AuditSchema {
         // Derived data for records after the last batch: after a crash, a few thousand records;
         // for a file from an older gateway (or other tools), all of them, once.
         if catchUp { try AuditDerived.catchUp(db) }
+        db.waitWhenBusy(ms: busyTimeoutMs)
         return db
     }
 

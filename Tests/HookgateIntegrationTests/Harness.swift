@@ -33,8 +33,8 @@ final class ChildProcess: @unchecked Sendable {
     private var _stdout: [String] = []
     private var _stderr: [String] = []
 
-    init(arguments: [String], environment: [String: String] = [:]) throws {
-        process.executableURL = URL(fileURLWithPath: Harness.binary)
+    init(arguments: [String], environment: [String: String] = [:], executable: String = Harness.binary) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }

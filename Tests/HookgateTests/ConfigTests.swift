@@ -161,6 +161,13 @@ private let validTeam = #""name": "claims", "key_sha256": ["\#(hashA)"], "allow_
         ])
     }
 
+    @Test func reusePortIsAnOptionalBoolean() throws {
+        #expect(try parsed(minimal()).listen.reusePort == false)
+        #expect(try parsed(minimal(extra: #""listen": {"reuse_port": true}"#)).listen.reusePort == true)
+        #expect(problems(minimal(extra: #""listen": {"reuse_port": 1}"#)) == ["listen.reuse_port: must be true or false, not a number"])
+        #expect(problems(minimal(extra: #""listen": {"reuse_port": "yes"}"#)) == ["listen.reuse_port: must be true or false, not a string"])
+    }
+
     @Test func checksListenAddresses() {
         #expect(problems(minimal(extra: #""listen": {"address": "not an address"}"#)) == ["listen.address: must be an IP address or a host name"])
         #expect(problems(minimal(extra: #""listen": {"address": "::"}, "admin": {"address": "localhost"}"#)).isEmpty)

@@ -88,14 +88,18 @@ import Testing
         #expect(try #require(delivered(m.next(now: 1))).bodyLength == 3)
     }
 
-    @Test func drainingClosesIdleConnectionsAndFinishesBusyOnes() throws {
+    @Test func drainingClosesIdleKeepAliveConnectionsAndFinishesBusyOnes() throws {
         var idle = ConnectionStateMachine(limits: Self.limits, now: 0)
-        guard case .close = idle.drain(now: 1) else { Issue.record("idle not closed"); return }
+        idle.received(Self.bytes("POST /a HTTP/1.1\r\n\r\n"))
+        _ = try #require(delivered(idle.next(now: 0)))
+        idle.answered(keepAlive: true, now: 1)
+        #expect(idle.phase == .reading && idle.answeredRequests == 1)
+        guard case .close = idle.drain(now: 2, inputPending: false) else { Issue.record("idle keep-alive not closed"); return }
 
         var busy = ConnectionStateMachine(limits: Self.limits, now: 0)
         busy.received(Self.bytes("POST /a HTTP/1.1\r\n\r\n"))
         _ = try #require(delivered(busy.next(now: 0)))
-        guard case .wait = busy.drain(now: 1) else { Issue.record("busy closed"); return }
+        guard case .wait = busy.drain(now: 1, inputPending: false) else { Issue.record("busy closed"); return }
         #expect(!busy.mayKeepAlive)
         busy.answered(keepAlive: true, now: 2)
         #expect(busy.phase == .closing)
@@ -103,9 +107,40 @@ import Testing
         var partial = ConnectionStateMachine(limits: Self.limits, now: 0)
         partial.received(Self.bytes("POST /a HT"))
         _ = partial.next(now: 0)
-        guard case .wait = partial.drain(now: 1) else { Issue.record("a request under way was cut"); return }
+        guard case .wait = partial.drain(now: 1, inputPending: false) else { Issue.record("a request under way was cut"); return }
         partial.received(Self.bytes("TP/1.1\r\n\r\n"))
         _ = try #require(delivered(partial.next(now: 2)), "the request under way is still read and answered")
+    }
+
+    @Test func drainingAnswersTheFirstRequestOfAConnectionAcceptedBeforeIt() throws {
+        // Accepted, nothing read yet: the caller's request is on its way to a listener that took
+        // the connection, so it is read (within the request deadline) and answered, then closed.
+        var fresh = ConnectionStateMachine(limits: Self.limits, now: 0)
+        guard case .wait = fresh.drain(now: 1, inputPending: false) else { Issue.record("fresh connection closed"); return }
+        guard case .wait = fresh.next(now: 2) else { Issue.record("closed while waiting for its first request"); return }
+        fresh.received(Self.bytes("POST /a HTTP/1.1\r\n\r\n"))
+        _ = try #require(delivered(fresh.next(now: 3)))
+        #expect(!fresh.mayKeepAlive)
+        fresh.answered(keepAlive: true, now: 4)
+        #expect(fresh.phase == .closing)
+
+        // One that never sends is closed at the request deadline, as without a drain.
+        var silent = ConnectionStateMachine(limits: Self.limits, now: 0)
+        _ = silent.drain(now: 1, inputPending: false)
+        guard case .close = silent.timerFired(now: try #require(silent.deadline)) else { Issue.record("silent connection kept"); return }
+
+        // A keep-alive connection whose next request is already in the socket is not cut: the
+        // request is read and answered (the gateway answers it 503 draining), then it closes.
+        var kept = ConnectionStateMachine(limits: Self.limits, now: 0)
+        kept.received(Self.bytes("POST /a HTTP/1.1\r\n\r\n"))
+        _ = try #require(delivered(kept.next(now: 0)))
+        kept.answered(keepAlive: true, now: 1)
+        guard case .wait = kept.drain(now: 2, inputPending: true) else { Issue.record("pending request cut"); return }
+        guard case .wait = kept.next(now: 3) else { Issue.record("closed before the pending bytes were read"); return }
+        kept.received(Self.bytes("POST /b HTTP/1.1\r\n\r\n"))
+        _ = try #require(delivered(kept.next(now: 4)))
+        kept.answered(keepAlive: true, now: 5)
+        #expect(kept.phase == .closing && kept.answeredRequests == 2)
     }
 
     @Test func aPeerThatLeavesMidRequestIsClosedAndOneThatHalfClosesStillGetsItsAnswer() throws {

@@ -215,6 +215,15 @@ final class ConfigValidator {
         return n
     }
 
+    func boolean(_ o: inout ObjectReader, _ key: String, default fallback: Bool) -> Bool? {
+        guard let value = o.take(key) else { return fallback }
+        guard case .bool(let b) = value else {
+            report(o.path(of: key), "must be true or false, not \(value.kind)")
+            return nil
+        }
+        return b
+    }
+
     private func address(_ o: inout ObjectReader, _ key: String, default fallback: String) -> String? {
         guard let s = string(&o, key, default: fallback) else { return nil }
         guard HTTPSURL.isIPv4(s) || HTTPSURL.isIPv6(s) || HTTPSURL.isHostName(s) else {
@@ -255,14 +264,15 @@ final class ConfigValidator {
     private func listenConfig(_ o: inout ObjectReader) -> ListenConfig? {
         let address = address(&o, "address", default: "0.0.0.0")
         let port = integer(&o, "port", default: 8080, range: ConfigBounds.listenPort)
+        let reusePort = boolean(&o, "reuse_port", default: false)
         let tls = optionalSection(&o, "tls") { t -> TLSFiles? in
             let cert = readableFile(&t, "cert_file", required: true)
             let key = readableFile(&t, "key_file", required: true)
             guard let cert = cert ?? nil, let key = key ?? nil else { return nil }
             return TLSFiles(certFile: cert, keyFile: key)
         }
-        guard let address, let port, let tls else { return nil }
-        return ListenConfig(address: address, port: port, tls: tls.value)
+        guard let address, let port, let reusePort, let tls else { return nil }
+        return ListenConfig(address: address, port: port, tls: tls.value, reusePort: reusePort)
     }
 
     private func adminConfig(_ o: inout ObjectReader) -> AdminConfig? {

@@ -37,11 +37,15 @@ public struct ListenConfig: Sendable, Equatable {
     public var port: Int
     /// `nil`: plain HTTP.
     public var tls: TLSFiles?
+    /// Bind with `SO_REUSEPORT`: a second gateway (same user) may listen on the same port, and
+    /// the kernel spreads new connections over both (an overlapping restart).
+    public var reusePort: Bool
 
-    public init(address: String = "0.0.0.0", port: Int = 8080, tls: TLSFiles? = nil) {
+    public init(address: String = "0.0.0.0", port: Int = 8080, tls: TLSFiles? = nil, reusePort: Bool = false) {
         self.address = address
         self.port = port
         self.tls = tls
+        self.reusePort = reusePort
     }
 }
 

@@ -100,10 +100,18 @@ final class ClientConnection {
         pump()
     }
 
-    /// The server drains: close if idle, else after the answer.
+    /// The server drains: close if idle, else after one more answer (ConnectionStateMachine.drain).
     func drain() {
-        perform(machine.drain(now: EventLoop.monotonicNanos()))
+        perform(machine.drain(now: EventLoop.monotonicNanos(), inputPending: inputPending))
         pump()
+    }
+
+    /// Bytes from the client are waiting: in the input buffer, or in the socket unread.
+    private var inputPending: Bool {
+        guard let bev else { return false }
+        if let input = bufferevent_get_input(bev), evbuffer_get_length(input) > 0 { return true }
+        var byte: UInt8 = 0
+        return recv(bufferevent_getfd(bev), &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) > 0
     }
 
     /// Moves input into the machine and runs its actions until it waits. Re-entrant calls
@@ -156,13 +164,14 @@ final class ClientConnection {
             return false
         case .deliver(let request):
             let r = ServerRequest(connection: self, head: request.head, bodyLength: request.bodyLength,
-                                  body: request.body, error: nil)
+                                  body: request.body, error: nil, firstOnConnection: machine.answeredRequests == 0)
             current = r
             listener.handler(r)
             return true
         case .reject(let error):
             if error.kind == .timedOut { listener.timedOutRequests += 1 }
-            let r = ServerRequest(connection: self, head: error.head, bodyLength: 0, body: [], error: error)
+            let r = ServerRequest(connection: self, head: error.head, bodyLength: 0, body: [], error: error,
+                                  firstOnConnection: machine.answeredRequests == 0)
             current = r
             listener.handler(r)
             return true
@@ -273,14 +282,18 @@ package final class ServerRequest {
     package let body: [UInt8]
     /// Why the request could not be read; the answer then closes the connection.
     package let error: RequestError?
+    /// No answer was given on its connection before (not a keep-alive connection's next request).
+    package let firstOnConnection: Bool
     private(set) var responded = false
 
-    init(connection: ClientConnection, head: RequestHead, bodyLength: Int, body: [UInt8], error: RequestError?) {
+    init(connection: ClientConnection, head: RequestHead, bodyLength: Int, body: [UInt8], error: RequestError?,
+         firstOnConnection: Bool) {
         self.connection = connection
         self.head = head
         self.bodyLength = bodyLength
         self.body = body
         self.error = error
+        self.firstOnConnection = firstOnConnection
     }
 
     package var method: String { head.method }

@@ -62,7 +62,12 @@ package struct ConnectionStateMachine {
     private(set) var peerClosed = false
     /// No new request is to be read (the server is draining).
     private var draining = false
+    /// Draining, but a request is still owed an answer: the first of a connection accepted
+    /// before the drain, or one whose bytes had reached the socket when it began.
+    private var awaitingOwedRequest = false
     private var closeAfterAnswer = false
+    /// Answers given on this connection so far.
+    private(set) var answeredRequests = 0
 
     init(limits: Limits, now: UInt64) {
         self.limits = limits
@@ -88,7 +93,7 @@ package struct ConnectionStateMachine {
                 // The peer half-closed without completing a request: nothing to answer.
                 return closeNow()
             }
-            if draining && !parser.started { return closeNow() }
+            if draining && !parser.started && !awaitingOwedRequest { return closeNow() }
             return .wait
         case .awaitingBody:
             return .sendContinue
@@ -112,6 +117,8 @@ package struct ConnectionStateMachine {
     /// otherwise the next request is read (ask `next`).
     mutating func answered(keepAlive: Bool, now: UInt64) {
         guard phase == .handling else { return }
+        answeredRequests += 1
+        awaitingOwedRequest = false
         if !keepAlive || !mayKeepAlive {
             phase = .closing
             deadline = now + UInt64(limits.lingerMs) * 1_000_000
@@ -164,11 +171,17 @@ package struct ConnectionStateMachine {
         }
     }
 
-    /// The server is draining: an idle connection closes now, one with a request under way
-    /// after its answer.
-    mutating func drain(now: UInt64) -> Action {
+    /// The server is draining: every connection closes after one more answer at most.
+    /// An idle keep-alive connection (an answer given, nothing since) closes now. A request
+    /// under way is answered — also one whose bytes are in the socket but not read yet
+    /// (`inputPending`), and the first request of a connection accepted before the drain (its
+    /// caller sent it, or is about to, to a listener that took the connection), both within the
+    /// usual request deadline.
+    mutating func drain(now: UInt64, inputPending: Bool) -> Action {
         draining = true
-        if phase == .reading && !parser.started { return closeNow() }
+        guard phase == .reading, !parser.started else { return .wait }
+        if answeredRequests > 0 && !inputPending { return closeNow() }
+        awaitingOwedRequest = true
         return .wait
     }
 

@@ -81,8 +81,9 @@ public final class Gateway {
             let gateway: Gateway
             do {
                 let material = try ServiceTokenMaterial.load(config.upstream.serviceToken)
+                let inherited = try InheritedSockets.take { logger.warning("\($0)") }
                 gateway = try Gateway(loop: loop, configPath: configPath, config: config, material: material, logger: logger)
-                try gateway.start()
+                try gateway.start(inherited: inherited)
             } catch {
                 logger.error("cannot start", metadata: ["error": "\(error)"])
                 LineWriter.stderr.flush()
@@ -96,7 +97,8 @@ public final class Gateway {
         }
     }
 
-    func start() throws {
+    /// Opens the listeners (on `inherited` sockets where given) and starts the loop's work.
+    func start(inherited: InheritedSockets = .none) throws {
         resolvers = [Resolver(loop: loop, host: config.upstream.host, port: config.upstream.port, pool: LoopBound(pool, on: loop), logger: logger)]
         if let tokenPool = tokens.tokenPool {
             resolvers.append(Resolver(loop: loop, host: tokenPool.options.host, port: tokenPool.options.port,
@@ -105,23 +107,35 @@ public final class Gateway {
         for resolver in resolvers { resolver.start(waitFirstMs: 2000) }
         tokens.start()
         let listenTLS = try config.listen.tls.map { try TLSServerContext(certFile: $0.certFile, keyFile: $0.keyFile) }
-        server = try HTTPListener(loop: loop, address: config.listen.address, port: config.listen.port, tls: listenTLS,
-                                  limits: Self.listenerLimits(config.limits)) { [unowned self] req in
+        let listen = config.listen
+        let server = try HTTPListener(
+            loop: loop, socket: inherited.main.map { .inherited(fd: $0) } ?? .bind(address: listen.address, port: listen.port, reusePort: listen.reusePort),
+            tls: listenTLS, limits: Self.listenerLimits(config.limits)) { [unowned self] req in
             self.handle(req)
         }
-        admin = try HTTPListener(loop: loop, address: config.admin.address, port: config.admin.port, tls: nil,
-                                 limits: Self.adminLimits) { [unowned self] req in
+        let admin = try HTTPListener(
+            loop: loop, socket: inherited.admin.map { .inherited(fd: $0) } ?? .bind(address: config.admin.address, port: config.admin.port, reusePort: false),
+            tls: nil, limits: Self.adminLimits) { [unowned self] req in
             self.handleAdmin(req)
         }
+        self.server = server
+        self.admin = admin
         signals = [
             SignalWatcher(loop: loop, signal: SIGTERM) { [unowned self] in self.beginDrain(signal: "SIGTERM") },
             SignalWatcher(loop: loop, signal: SIGINT) { [unowned self] in self.beginDrain(signal: "SIGINT") },
             SignalWatcher(loop: loop, signal: SIGHUP) { [unowned self] in self.reload() },
         ]
+        for (name, listener, port) in [("listen", server, listen.port), ("admin", admin, config.admin.port)]
+        where listener.inherited && port != 0 && listener.boundPort != port {
+            logger.warning("the inherited socket, not \(name).port, is used", metadata: [
+                "\(name).port": .stringConvertible(port), "socket": "\(listener.localAddress)"])
+        }
         logger.info("listening", metadata: [
-            "listen.address": "\(config.listen.address)", "listen.port": .stringConvertible(server?.boundPort ?? 0),
-            "listen.tls": .stringConvertible(config.listen.tls != nil),
-            "admin.address": "\(config.admin.address)", "admin.port": .stringConvertible(admin?.boundPort ?? 0),
+            "listen.address": "\(config.listen.address)", "listen.port": .stringConvertible(server.boundPort),
+            "listen.tls": .stringConvertible(config.listen.tls != nil), "listen.socket": "\(server.localAddress)",
+            "listen.inherited": .stringConvertible(server.inherited), "listen.reuse_port": .stringConvertible(listen.reusePort && !server.inherited),
+            "admin.address": "\(config.admin.address)", "admin.port": .stringConvertible(admin.boundPort),
+            "admin.inherited": .stringConvertible(admin.inherited),
             "upstream": "\(config.upstream.baseURL)", "config.version": "\(config.version)",
             "teams": .stringConvertible(config.teams.count), "libraries": "\(BuildInfo.libraries)", "version": "\(BuildInfo.version)",
         ])
@@ -158,6 +172,7 @@ public final class Gateway {
         guard !draining else { return }
         draining = true
         logger.info("draining", metadata: ["signal": "\(signal)", "in_flight": .stringConvertible(inFlight)])
+        server?.whenDrained = { [unowned self] in self.drainProgress() }
         server?.drain()
         drainTimer = loop.timer(after: config.limits.drainTimeoutMs) { [unowned self] in
             self.logger.warning("drain timeout: exiting with calls in flight", metadata: ["in_flight": .stringConvertible(self.inFlight)])
@@ -178,7 +193,7 @@ public final class Gateway {
     }
 
     func drainProgress() {
-        guard draining, inFlight == 0, unwrittenReplies == 0 else { return }
+        guard draining, inFlight == 0, unwrittenReplies == 0, server?.openConnections ?? 0 == 0 else { return }
         shutdown()
     }
 

@@ -38,6 +38,10 @@ package final class HTTPListener {
     private var tls: TLSServerContext?
     private(set) var limits: Limits
     package private(set) var boundPort = 0
+    /// The address it listens on, as text (`127.0.0.1:8080`, `[::]:8080`, a Unix path).
+    package private(set) var localAddress = ""
+    /// The socket came from the service manager, which keeps a copy open.
+    package private(set) var inherited = false
     private var connections: [ObjectIdentifier: ClientConnection] = [:]
     private(set) var acceptedConnections = 0
     /// Requests refused because they did not arrive whole in time.
@@ -47,27 +51,53 @@ package final class HTTPListener {
     private(set) var draining = false
     let dates = HTTPDate()
 
-    package init(loop: EventLoop, address: String, port: Int, tls: TLSServerContext?, limits: Limits,
-         handler: @escaping Handler) throws {
+    /// Where the listening socket comes from.
+    package enum Socket {
+        /// Bound here; `reusePort`: with `SO_REUSEPORT`, beside other listeners on the port.
+        case bind(address: String, port: Int, reusePort: Bool)
+        /// Already bound and listening, passed by the service manager (socket activation).
+        /// The listener takes the descriptor over and closes it when freed.
+        case inherited(fd: Int32)
+    }
+
+    package convenience init(loop: EventLoop, address: String, port: Int, tls: TLSServerContext?, limits: Limits,
+                             handler: @escaping Handler) throws {
+        try self.init(loop: loop, socket: .bind(address: address, port: port, reusePort: false), tls: tls, limits: limits,
+                      handler: handler)
+    }
+
+    package init(loop: EventLoop, socket: Socket, tls: TLSServerContext?, limits: Limits, handler: @escaping Handler) throws {
         self.loop = loop
         self.tls = tls
         self.limits = limits
         self.handler = handler
-        let resolved = SocketAddress.resolve(host: address, port: port, passive: true)
-        guard case .success(let addresses) = resolved, let address0 = addresses.first else {
-            throw ServerError(description: "cannot listen on \(address):\(port): address not resolved")
-        }
-        let flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC
         let me = Unmanaged.passUnretained(self).toOpaque()
-        listener = address0.withSockAddr { sa, len in
-            evconnlistener_new_bind(loop.base, { _, fd, sa, len, arg in
-                guard let arg else { return }
-                let listener = Unmanaged<HTTPListener>.fromOpaque(arg).takeUnretainedValue()
-                withExtendedLifetime(listener) { listener.accepted(fd: fd, address: sa, length: len) }
-            }, me, UInt32(flags), Int32(SOMAXCONN), sa, len)
+        let accept: evconnlistener_cb = { _, fd, sa, len, arg in
+            guard let arg else { return }
+            let listener = Unmanaged<HTTPListener>.fromOpaque(arg).takeUnretainedValue()
+            withExtendedLifetime(listener) { listener.accepted(fd: fd, address: sa, length: len) }
         }
-        guard let listener else {
-            throw ServerError(description: "cannot listen on \(address):\(port): \(String(cString: strerror(errno)))")
+        switch socket {
+        case .bind(let address, let port, let reusePort):
+            let resolved = SocketAddress.resolve(host: address, port: port, passive: true)
+            guard case .success(let addresses) = resolved, let address0 = addresses.first else {
+                throw ServerError(description: "cannot listen on \(address):\(port): address not resolved")
+            }
+            let flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC | (reusePort ? LEV_OPT_REUSEABLE_PORT : 0)
+            listener = address0.withSockAddr { sa, len in
+                evconnlistener_new_bind(loop.base, accept, me, UInt32(flags), Int32(SOMAXCONN), sa, len)
+            }
+            guard listener != nil else {
+                throw ServerError(description: "cannot listen on \(address):\(port): \(String(cString: strerror(errno)))")
+            }
+        case .inherited(let fd):
+            inherited = true
+            // Backlog 0: already listening (with the backlog its socket unit set).
+            guard evutil_make_socket_nonblocking(fd) == 0,
+                  let created = evconnlistener_new(loop.base, accept, me, UInt32(LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC), 0, fd) else {
+                throw ServerError(description: "cannot serve on inherited socket \(fd): \(String(cString: strerror(errno)))")
+            }
+            listener = created
         }
         // The error callback gets the listener's user data: this listener.
         evconnlistener_set_error_cb(listener) { _, arg in
@@ -75,6 +105,7 @@ package final class HTTPListener {
             Unmanaged<HTTPListener>.fromOpaque(arg).takeUnretainedValue().acceptFailed()
         }
         boundPort = SocketAddress.localPort(of: evconnlistener_get_fd(listener))
+        localAddress = SocketAddress.local(of: evconnlistener_get_fd(listener))
     }
 
     deinit { close() }
@@ -116,6 +147,7 @@ package final class HTTPListener {
     func closed(_ connection: ClientConnection) {
         connections.removeValue(forKey: ObjectIdentifier(connection))
         if paused && connections.count < limits.maxConnections { resume() }
+        if draining && connections.isEmpty { whenDrained?() }
     }
 
     private func pause() {
@@ -147,11 +179,40 @@ package final class HTTPListener {
         }
     }
 
-    /// Stops accepting; idle connections close now, busy ones after their answer.
+    /// Stops accepting. Connections the kernel had already completed are accepted first, unless
+    /// the socket stays open in the service manager (its next process takes them): closing a
+    /// listening socket resets the connections still queued on it. Then idle keep-alive
+    /// connections close now; the others after their answer (ConnectionStateMachine.drain).
     func drain() {
         draining = true
+        if !inherited { acceptQueued() }
         stopAccepting()
         for connection in Array(connections.values) { connection.drain() }
+        if connections.isEmpty { whenDrained?() }
+    }
+
+    /// Run once draining and the last connection has closed.
+    var whenDrained: (() -> Void)?
+
+    /// Accepts what is queued on the socket now, as the listener's read event would.
+    private func acceptQueued() {
+        guard let listener else { return }
+        let fd = evconnlistener_get_fd(listener)
+        while connections.count < limits.maxConnections {
+            var storage = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let client = withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    Foundation.accept(fd, $0, &length)
+                }
+            }
+            guard client >= 0 else { return }
+            _ = evutil_make_socket_nonblocking(client)
+            _ = evutil_make_socket_closeonexec(client)
+            withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accepted(fd: client, address: $0, length: Int32(length)) }
+            }
+        }
     }
 
     /// Closes the socket and every connection at once.

@@ -76,12 +76,14 @@ extension Gateway {
         let receivedAt = Date(), started = EventLoop.monotonicNanos()
         inFlight += 1
         let facts = RequestFacts(method: req.method, target: req.target, authorization: req.head.values("Authorization"))
-        // A request that could not be read, or any request while draining, is refused before
-        // the decision; what can be read of it (key fingerprint, team, ids) is still recorded.
+        // A request that could not be read, or a keep-alive connection's next request while
+        // draining, is refused before the decision; what can be read of it (key fingerprint,
+        // team, ids) is still recorded. The first request of a connection accepted before the
+        // drain is served: its caller reached a listener that took the connection.
         var preempt: Refusal? = nil
         if let error = req.error {
             preempt = Refusal.unreadable(error)
-        } else if draining {
+        } else if draining && !req.firstOnConnection {
             preempt = .draining()
         }
         let verdict = decide(facts, policy: policy, limiter: &limiter, now: started, refusing: preempt)

@@ -66,6 +66,28 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// The address a bound socket listens on, as text: `host:port`, or a Unix socket's path.
+    static func local(of fd: Int32) -> String {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard rc == 0 else { return "?" }
+        if storage.ss_family == sa_family_t(AF_UNIX) {
+            return withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr_un.self, capacity: 1) { un in
+                    withUnsafeBytes(of: un.pointee.sun_path) { raw in
+                        "unix:" + String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+                    }
+                }
+            }
+        }
+        return withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { SocketAddress($0, length: Int(length)).description }
+        }
+    }
+
     /// The port a bound socket listens on.
     static func localPort(of fd: Int32) -> Int {
         var storage = sockaddr_storage()

@@ -35,6 +35,12 @@ import Testing
 
         var listening: [String: Any]? { ChildProcess.objects(child.stderrLines).first { $0["msg"] as? String == "listening" } }
 
+        /// The gateway's `listening` line (its log reaches the pipe a moment after it answers).
+        func waitListening() throws -> [String: Any] {
+            try child.wait("the gateway's listening line") { listening != nil }
+            return listening!
+        }
+
         func call(port: Int) throws -> HTTPResponse {
             try RawHTTP.request(port: port, target: "/hooks/e6db9c1a-d15f-4248-81fa-5b61fc321def/requests/29dd8606-4e01-46cb-aca2-dd6022e74865/redeliver",
                                 headers: [("Authorization", "Bearer \(setup.key.key)")])
@@ -49,7 +55,7 @@ import Testing
         // The first connection starts the gateway; it waits in the socket's backlog meanwhile.
         let answer = try activated.call(port: main)
         #expect(answer.status == 200, "\(answer.text)")
-        let listening = try #require(activated.listening)
+        let listening = try activated.waitListening()
         #expect(listening["listen.inherited"] as? Bool == true)
         #expect(listening["listen.port"] as? Int == main)
         #expect(listening["listen.socket"] as? String == "127.0.0.1:\(main)")
@@ -73,7 +79,7 @@ import Testing
         defer { activated.stop() }
         let ready = try RawHTTP.request(port: admin, method: "GET", target: "/readyz")
         #expect(ready.status == 200, "\(ready.text)")
-        let listening = try #require(activated.listening)
+        let listening = try activated.waitListening()
         #expect(listening["listen.inherited"] as? Bool == true && listening["admin.inherited"] as? Bool == true)
         #expect(listening["listen.port"] as? Int == main && listening["admin.port"] as? Int == admin)
         #expect(try activated.call(port: main).status == 200)

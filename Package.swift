@@ -20,17 +20,22 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
-        // Thin C modules: a module map and a header of static-inline wrappers each, no logic.
+        // Thin C modules: a module map and a header of static-inline wrappers each, no logic
+        // (CHiredis, below, adds one C function).
         .systemLibrary(name: "CLibevent", pkgConfig: "libevent_openssl",
                        providers: [.apt(["libevent-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl",
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
+        // hiredis's async client; one C function attaches it to libevent (attach.c).
+        .target(
+            name: "CHiredis",
+            linkerSettings: [.linkedLibrary("hiredis")]),
         .target(
             name: "Hookgate",
             dependencies: [
-                "CLibevent", "COpenSSL", "CSQLite",
+                "CLibevent", "COpenSSL", "CSQLite", "CHiredis",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),

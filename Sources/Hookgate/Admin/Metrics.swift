@@ -92,6 +92,7 @@ final class Metrics {
         gauge(&out, "hookgate_upstream_queued_calls", "Calls waiting for an upstream connection.", gateway.pool.queuedCalls)
         gauge(&out, "hookgate_in_flight_calls", "Calls sent upstream and not yet answered.", gateway.inFlightCalls)
         gauge(&out, "hookgate_draining", "1 while the gateway drains after SIGTERM.", gateway.draining ? 1 : 0)
+        gateway.sharedLimits?.renderMetrics(into: &out)
         out += "# HELP hookgate_config_info The configuration in force (version: SHA-256 of the file).\n# TYPE hookgate_config_info gauge\n"
         out += "hookgate_config_info{version=\(Metrics.quote(gateway.config.version))} 1\n"
         out += "# HELP hookgate_build_info Build information.\n# TYPE hookgate_build_info gauge\n"

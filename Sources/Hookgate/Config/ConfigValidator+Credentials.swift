@@ -26,7 +26,7 @@ extension ConfigValidator {
         }
     }
 
-    private func secret(_ value: JSONTree?, path: String) -> SecretSource? {
+    func secret(_ value: JSONTree?, path: String) -> SecretSource? {
         let inline = "an inline secret is not allowed, use {\"env\": NAME} or {\"file\": PATH}"
         guard let value else {
             report(path, "is required: {\"env\": NAME} or {\"file\": PATH}")

@@ -81,6 +81,7 @@ enum ConfigBounds {
     static let requestsPerMinute = 1...6_000_000
     static let burst = 1...1_000_000
     static let teamNameLength = 1...64
+    static let redisTimeoutMs = 1...10_000
 }
 
 /// Walks the JSON tree of a configuration, collecting problems as it goes.
@@ -109,15 +110,16 @@ final class ConfigValidator {
         let audit = section(&root, "audit") { auditConfig(&$0) }
         let limits = section(&root, "limits", optional: LimitsConfig()) { limitsConfig(&$0) }
         let global = optionalSection(&root, "global_rate_limit") { rateLimit(&$0) }
+        let shared = optionalSection(&root, "shared_limits") { sharedLimits(&$0) }
         let teams = teamList(root.take("teams"), path: root.path(of: "teams"))
         finish(root)
 
         if let listen, let admin, listen.port != 0, listen.port == admin.port {
             report("admin.port", "must differ from listen.port (\(listen.port))")
         }
-        guard let listen, let admin, let upstream, let audit, let limits, let global, let teams else { return nil }
+        guard let listen, let admin, let upstream, let audit, let limits, let global, let shared, let teams else { return nil }
         return GatewayConfig(listen: listen, admin: admin, upstream: upstream, audit: audit, limits: limits,
-                             globalRateLimit: global.value, teams: teams, version: version)
+                             globalRateLimit: global.value, sharedLimits: shared.value, teams: teams, version: version)
     }
 
     /// A required object member.

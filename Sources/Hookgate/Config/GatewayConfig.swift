@@ -12,19 +12,23 @@ public struct GatewayConfig: Sendable, Equatable {
     public var limits: LimitsConfig
     /// `nil`: no gateway-wide limit.
     public var globalRateLimit: RateLimitConfig?
+    /// `nil`: limits are this process's own (the default).
+    public var sharedLimits: SharedLimitsConfig?
     public var teams: [TeamConfig]
     /// `config_version`: lower-case hex SHA-256 of the file's exact bytes.
     public var version: String
 
     public init(listen: ListenConfig = ListenConfig(), admin: AdminConfig = AdminConfig(),
                 upstream: UpstreamConfig, audit: AuditConfig, limits: LimitsConfig = LimitsConfig(),
-                globalRateLimit: RateLimitConfig? = nil, teams: [TeamConfig] = [], version: String) {
+                globalRateLimit: RateLimitConfig? = nil, sharedLimits: SharedLimitsConfig? = nil,
+                teams: [TeamConfig] = [], version: String) {
         self.listen = listen
         self.admin = admin
         self.upstream = upstream
         self.audit = audit
         self.limits = limits
         self.globalRateLimit = globalRateLimit
+        self.sharedLimits = sharedLimits
         self.teams = teams
         self.version = version
     }

@@ -82,11 +82,14 @@ public struct Verdict: Sendable, Equatable {
 /// names the refusal; a refused call takes no rate-limit token. Pure but for `limiter`,
 /// which an allowed call draws from. `now` is a monotonic time in nanoseconds.
 ///
+/// `deferLimits`: the rate limits are checked elsewhere (in Redis, `SharedLimits`): an allowed
+/// call takes no token here and its plan has no RateLimit headers yet.
+///
 /// `refusing`: a refusal decided before the checks (a request that could not be read whole,
 /// or the gateway draining). The verdict is that refusal, with what the checks could still
 /// tell about the caller — key fingerprint, team, ids — and no rate-limit token is taken.
 public func decide(_ facts: RequestFacts, policy: Policy, limiter: inout RateLimiter, now: UInt64,
-                   refusing preempt: Refusal? = nil) -> Verdict {
+                   refusing preempt: Refusal? = nil, deferLimits: Bool = false) -> Verdict {
     let credentials = Credentials.parse(facts.authorization)
     // What the checks learn about the caller, recorded whatever the outcome.
     var keyHash: String?
@@ -142,6 +145,9 @@ public func decide(_ facts: RequestFacts, policy: Policy, limiter: inout RateLim
     }
 
     // Rate limits.
+    if deferLimits {
+        return verdict(.success(ForwardPlan(team: known.name, target: target, keyFingerprint: keyFingerprint, rateLimitHeaders: [])))
+    }
     switch limiter.admit(team: known.name, now: now) {
     case .failure(let refusal):
         return verdict(.failure(refusal))

@@ -20,7 +20,7 @@ public struct TokenBucket: Sendable, Equatable {
         self.limit = limit
         self.units = Self.capacity(limit)
         self.updatedAt = nil
-        self.policyFields = (Self.policyField("team", limit), Self.policyField("global", limit))
+        self.policyFields = (RateLimitFields.policy("team", limit), RateLimitFields.policy("global", limit))
     }
 
     public static func == (a: TokenBucket, b: TokenBucket) -> Bool {
@@ -72,20 +72,56 @@ public struct TokenBucket: Sendable, Equatable {
     public func headers(policyName: String) -> [Refusal.Header] {
         // The policy field never changes for a bucket: made once per bucket and name.
         let policy = policyName == "team" ? policyFields.team : policyName == "global" ? policyFields.global
-            : Self.policyField(policyName, limit)
+            : RateLimitFields.policy(policyName, limit)
+        return [Refusal.Header("RateLimit-Policy", policy),
+                Refusal.Header("RateLimit", RateLimitFields.state(policyName, remaining: remaining, wait: secondsUntilNextToken))]
+    }
+
+    /// What the headers of a refusal need to know of this bucket.
+    var reading: RateLimitReading {
+        RateLimitReading(limit: limit, remaining: remaining, secondsUntilNextToken: secondsUntilNextToken)
+    }
+}
+
+/// A bucket's state as the RateLimit header fields show it, wherever the bucket lives (here, or
+/// in Redis for shared limits).
+public struct RateLimitReading: Sendable, Equatable {
+    public var limit: RateLimitConfig
+    /// Whole tokens left.
+    public var remaining: Int
+    /// Whole seconds (rounded up) until one more call is allowed; 0 while a token is left.
+    public var secondsUntilNextToken: Int
+
+    public init(limit: RateLimitConfig, remaining: Int, secondsUntilNextToken: Int) {
+        self.limit = limit
+        self.remaining = remaining
+        self.secondsUntilNextToken = secondsUntilNextToken
+    }
+
+    public func headers(policyName: String) -> [Refusal.Header] {
+        [Refusal.Header("RateLimit-Policy", RateLimitFields.policy(policyName, limit)),
+         Refusal.Header("RateLimit", RateLimitFields.state(policyName, remaining: remaining, wait: secondsUntilNextToken))]
+    }
+}
+
+/// The RateLimit / RateLimit-Policy field values.
+enum RateLimitFields {
+    /// `"team";q=<burst>;w=<seconds to refill fully>`
+    static func policy(_ name: String, _ limit: RateLimitConfig) -> String {
+        let r = max(limit.requestsPerMinute, 1)
+        return "\"\(name)\";q=\(limit.burst);w=\((max(limit.burst, 1) * 60 + r - 1) / r)"
+    }
+
+    /// `"team";r=<remaining>;t=<seconds until the next token>`
+    static func state(_ name: String, remaining: Int, wait: Int) -> String {
         var value = "\""
         value.reserveCapacity(32)
-        value += policyName
+        value += name
         value += "\";r="
         value += String(remaining)
         value += ";t="
-        value += String(secondsUntilNextToken)
-        return [Refusal.Header("RateLimit-Policy", policy), Refusal.Header("RateLimit", value)]
-    }
-
-    private static func policyField(_ name: String, _ limit: RateLimitConfig) -> String {
-        let r = max(limit.requestsPerMinute, 1)
-        return "\"\(name)\";q=\(limit.burst);w=\((max(limit.burst, 1) * 60 + r - 1) / r)"
+        value += String(wait)
+        return value
     }
 }
 
@@ -159,6 +195,11 @@ public struct RateLimiter: Sendable, Equatable {
 extension Refusal {
     /// 429 with `Retry-After` and the RateLimit header fields of the exhausted `bucket`.
     public static func rateLimited(team: String, scope: RateLimitScope, bucket: TokenBucket, retryAfter: Int) -> Refusal {
+        rateLimited(team: team, scope: scope, bucket: bucket.reading, retryAfter: retryAfter)
+    }
+
+    /// 429 with `Retry-After` and the RateLimit header fields of the exhausted bucket.
+    public static func rateLimited(team: String, scope: RateLimitScope, bucket: RateLimitReading, retryAfter: Int) -> Refusal {
         let detail = switch scope {
         case .team: "team \"\(team)\" is over its rate limit of \(bucket.limit.requestsPerMinute) requests per minute (burst \(bucket.limit.burst))"
         case .global: "the gateway-wide rate limit of \(bucket.limit.requestsPerMinute) requests per minute (burst \(bucket.limit.burst)) is exhausted"

@@ -13,6 +13,8 @@ public enum DecisionWord: String, Sendable, CaseIterable {
     case upstreamError = "upstream_error"
     case upstreamTimeout = "upstream_timeout"
     case draining
+    /// `shared_limits` with `on_unavailable: refuse`, and Redis did not answer (503).
+    case limitsUnavailable = "limits_unavailable"
     /// The audit log could not record the call (503, fail closed). Such a call can only
     /// appear in logs and metrics: by definition its record did not reach the database.
     case auditUnavailable = "audit_unavailable"
@@ -72,6 +74,11 @@ public struct Refusal: Sendable, Equatable, Error {
     public static func notImplemented(_ method: String) -> Refusal {
         Refusal(.methodNotAllowed, status: 501, title: "Not Implemented",
                 detail: "method \(method.prefix(32)) is not implemented; the gateway serves POST /hooks/{hook_id}/requests/{request_id}/redeliver")
+    }
+    public static func limitsUnavailable(_ why: String) -> Refusal {
+        Refusal(.limitsUnavailable, status: 503, title: "Service Unavailable",
+                detail: "the shared rate limits cannot be checked (\(why)); the call was not forwarded, retry later",
+                headers: [Header("Retry-After", "1")])
     }
     public static func draining() -> Refusal {
         Refusal(.draining, status: 503, title: "Service Unavailable",

@@ -19,6 +19,8 @@ public final class Gateway {
     var config: GatewayConfig
     var policy: Policy
     var limiter: RateLimiter
+    /// `shared_limits`: team and global buckets in Redis (nil: `limiter` decides alone).
+    let sharedLimits: SharedLimits?
     let tokens: TokenProvider
     /// The upstream `Host` header, made once.
     let upstreamHostHeader: String
@@ -49,6 +51,10 @@ public final class Gateway {
         self.limiter = RateLimiter(policy: policy)
         self.logger = logger
         self.loop = loop
+        sharedLimits = try config.sharedLimits.map { shared in
+            let password = try shared.redis.password.map { try SecretLoader.read($0, what: "shared_limits.redis.password") }
+            return SharedLimits(loop: loop, config: shared, password: password, maxPending: config.limits.maxConnections, logger: logger)
+        }
         let tls = try TLSClientContext(caFile: config.upstream.caFile)
         tokens = TokenProvider(loop: loop, material: material, tls: tls, logger: logger)
         upstreamHostHeader = UpstreamOptions.hostHeader(host: config.upstream.host, port: config.upstream.port)
@@ -106,6 +112,7 @@ public final class Gateway {
         }
         for resolver in resolvers { resolver.start(waitFirstMs: 2000) }
         tokens.start()
+        sharedLimits?.start()
         let listenTLS = try config.listen.tls.map { try TLSServerContext(certFile: $0.certFile, keyFile: $0.keyFile) }
         let listen = config.listen
         let server = try HTTPListener(
@@ -155,6 +162,9 @@ public final class Gateway {
         var reasons: [String] = []
         if draining { reasons.append("draining") }
         if case .failure(let unavailable) = tokens.current() { reasons.append(unavailable.description) }
+        if let shared = sharedLimits, shared.config.onUnavailable == .refuse, let why = shared.unavailableReason {
+            reasons.append("shared limits unavailable: \(why)")
+        }
         let auditStatus = audit.currentStatus
         if !auditStatus.healthy { reasons.append("audit log not writable: \(auditStatus.lastError ?? "unknown error")") }
         return reasons
@@ -207,6 +217,7 @@ public final class Gateway {
             gateway.pool.closeIdle()
             gateway.signals.forEach { $0.cancel() }
             gateway.resolvers.forEach { $0.stop() }
+            gateway.sharedLimits?.stop()
             gateway.loop.stop()
         }
     }

@@ -86,17 +86,59 @@ extension Gateway {
         } else if draining && !req.firstOnConnection {
             preempt = .draining()
         }
-        let verdict = decide(facts, policy: policy, limiter: &limiter, now: started, refusing: preempt)
+        let verdict = decide(facts, policy: policy, limiter: &limiter, now: started, refusing: preempt,
+                             deferLimits: sharedLimits != nil)
         let exchange = Exchange(request: req, id: requestIDs.make(), verdict: verdict, receivedAt: receivedAt,
                                 started: started, configVersion: policy.configVersion)
         switch verdict.outcome {
         case .failure(let refusal):
             conclude(exchange, refusal.answer(requestID: exchange.id))
         case .success(let plan):
-            // Write-ahead: the request record is durable before anything goes upstream.
-            record(exchange, [.request(requestRecord(exchange, decision: .forwarded))]) { [unowned self] in
-                exchange.requestRecorded = true
-                self.forward(exchange, plan)
+            if let shared = sharedLimits {
+                let teamLimit = policy.teams[plan.team]?.rateLimit, globalLimit = policy.globalRateLimit
+                if teamLimit != nil || globalLimit != nil {
+                    shared.admit(team: plan.team, teamLimit: teamLimit, globalLimit: globalLimit) { [unowned self] outcome in
+                        self.limitsDecided(exchange, plan, outcome, shared)
+                    }
+                    return
+                }
+            }
+            admitted(exchange, plan)
+        }
+    }
+
+    /// Write-ahead: the request record is durable before anything goes upstream.
+    func admitted(_ exchange: Exchange, _ plan: ForwardPlan) {
+        record(exchange, [.request(requestRecord(exchange, decision: .forwarded))]) { [unowned self] in
+            exchange.requestRecorded = true
+            self.forward(exchange, plan)
+        }
+    }
+
+    /// Redis's answer for a call's shared limits, or its absence (`on_unavailable`).
+    func limitsDecided(_ exchange: Exchange, _ plan: ForwardPlan, _ outcome: SharedLimits.Outcome, _ shared: SharedLimits) {
+        var plan = plan
+        switch outcome {
+        case .allowed(let headers):
+            plan.rateLimitHeaders = headers
+            admitted(exchange, plan)
+        case .refused(let refusal):
+            conclude(exchange, refusal.answer(requestID: exchange.id))
+        case .unavailable(let why):
+            shared.countFallback()
+            switch shared.config.onUnavailable {
+            case .refuse:
+                var answer = Refusal.limitsUnavailable("Redis did not answer").answer(requestID: exchange.id)
+                answer.detail = "shared limits unavailable: \(why)"
+                conclude(exchange, answer)
+            case .local:
+                switch limiter.admit(team: plan.team, now: EventLoop.monotonicNanos()) {
+                case .success(let headers):
+                    plan.rateLimitHeaders = headers
+                    admitted(exchange, plan)
+                case .failure(let refusal):
+                    conclude(exchange, refusal.answer(requestID: exchange.id))
+                }
             }
         }
     }

@@ -57,6 +57,7 @@ extension Gateway {
             var restart: [String] = []
             if newConfig.listen != config.listen { restart.append("listen") }
             if newConfig.admin != config.admin { restart.append("admin") }
+            if newConfig.sharedLimits != config.sharedLimits { restart.append("shared_limits") }
             if newConfig.audit.path != config.audit.path { restart.append("audit.path") }
             var auditKept = newConfig.audit
             auditKept.path = config.audit.path

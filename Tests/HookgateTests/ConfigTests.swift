@@ -8,13 +8,13 @@ private let hashA = "56dc0b10e7d64ee476bd2e8077e7b387e57c81cdad30ca6f7e52b730b09
 private let hashB = "72ebd315c25b4e1d8eb437a722972af06a8f9fdc8a519c1dde31f9f20d679fce"
 private let hook = "e6db9c1a-d15f-4248-81fa-5b61fc321def"
 
-private func minimal(upstream: String = #""base_url": "https://hookshot.example.com", "service_token": {"env": "TOKEN"}"#,
+func minimal(upstream: String = #""base_url": "https://hookshot.example.com", "service_token": {"env": "TOKEN"}"#,
                      audit: String = #""path": "/tmp/audit.sqlite3""#,
                      extra: String = "") -> String {
     #"{ "upstream": { \#(upstream) }, "audit": { \#(audit) }\#(extra.isEmpty ? "" : ", " + extra) }"#
 }
 
-private func problems(_ json: String, checkFiles: Bool = false) -> [String] {
+func problems(_ json: String, checkFiles: Bool = false) -> [String] {
     do {
         _ = try GatewayConfig.parse(Array(json.utf8), checkFiles: checkFiles)
         return []
@@ -23,7 +23,7 @@ private func problems(_ json: String, checkFiles: Bool = false) -> [String] {
     }
 }
 
-private func parsed(_ json: String, checkFiles: Bool = false) throws -> GatewayConfig {
+func parsed(_ json: String, checkFiles: Bool = false) throws -> GatewayConfig {
     try GatewayConfig.parse(Array(json.utf8), checkFiles: checkFiles)
 }
 

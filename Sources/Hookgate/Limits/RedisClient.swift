@@ -131,8 +131,15 @@ final class RedisClient {
             Unmanaged<Pending>.fromOpaque(box).release()
             pending -= 1
             done(.failure(.connectionLost(Self.error(of: context))))
+        } else if !inCallback {
+            // Write now rather than on the next turn of the loop (hiredis waits for the socket's
+            // write event): a call waits for this reply, and the write costs one send().
+            redisAsyncHandleWrite(context)
         }
     }
+
+    /// Inside one of hiredis's callbacks, where hiredis does the writing itself.
+    private var inCallback = false
 
     /// A command on its way; hiredis holds it (retained) until its callback.
     private final class Pending {
@@ -146,6 +153,9 @@ final class RedisClient {
 
         func complete(_ reply: RedisReply?) {
             client?.pending -= 1
+            let outer = client?.inCallback ?? false
+            client?.inCallback = true
+            defer { client?.inCallback = outer }
             if let reply { done(.success(reply)) } else { done(.failure(.connectionLost(client?.lastError ?? "stopped"))) }
         }
     }

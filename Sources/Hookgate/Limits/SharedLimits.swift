@@ -14,10 +14,10 @@ import Logging
 /// changed limit keeps the bucket's tokens, capped at the new burst (no replica can reset a
 /// shared bucket by running an older config).
 ///
-/// Bucket keys: `<prefix>team:<name>` and `<prefix>global`, hashes of `u` (tokens in
-/// millionths of a minute's worth, i.e. a token is 60,000,000 units: a bucket gains
-/// requests_per_minute units per microsecond) and `t` (when, in Redis microseconds). A key
-/// expires once its bucket would be full again: an absent key is a full bucket.
+/// Bucket keys: `<prefix>team:<name>` and `<prefix>global`, strings `<units>:<time>`: units of
+/// which a token is 60,000,000 (a bucket gains requests_per_minute units per microsecond), as
+/// of that time in Redis microseconds. A key expires once its bucket would be full again: an
+/// absent key is a full bucket. Per call: TIME, one MGET, a SET with PX per bucket charged.
 final class SharedLimits {
     enum Outcome: Equatable {
         /// The headers for the forwarded response.
@@ -198,12 +198,15 @@ final class SharedLimits {
         local now = redis.call('TIME')
         now = tonumber(now[1]) * 1000000 + tonumber(now[2])
         local UNIT = 60000000
-        local function bucket(key, rpm, burst)
+        local state = redis.call('MGET', KEYS[1], KEYS[2])
+        local function bucket(key, saved, rpm, burst)
           if burst <= 0 then return nil end
           local cap = burst * UNIT
-          local state = redis.call('HMGET', key, 'u', 't')
-          local units, at = tonumber(state[1]), tonumber(state[2])
-          if units == nil or at == nil then units, at = cap, now end
+          local units, at = cap, now
+          if saved then
+            local sep = string.find(saved, ':', 1, true)
+            units, at = tonumber(string.sub(saved, 1, sep - 1)), tonumber(string.sub(saved, sep + 1))
+          end
           if now > at then
             local elapsed = now - at
             if elapsed >= cap then units = cap else units = math.min(cap, units + elapsed * rpm) end
@@ -216,8 +219,8 @@ final class SharedLimits {
           if b.units >= UNIT then return 0 end
           return math.ceil(math.ceil((UNIT - b.units) / b.rpm) / 1000000)
         end
-        local team = bucket(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
-        local global = bucket(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
+        local team = bucket(KEYS[1], state[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+        local global = bucket(KEYS[2], state[2], tonumber(ARGV[3]), tonumber(ARGV[4]))
         local teamEmpty = team ~= nil and team.units < UNIT
         local globalEmpty = global ~= nil and global.units < UNIT
         if teamEmpty or globalEmpty then
@@ -230,8 +233,8 @@ final class SharedLimits {
         end
         local function take(b)
           b.units = b.units - UNIT
-          redis.call('HSET', b.key, 'u', string.format('%.0f', b.units), 't', string.format('%.0f', b.at))
-          redis.call('PEXPIRE', b.key, math.ceil((b.cap - b.units) / b.rpm / 1000) + 1000)
+          redis.call('SET', b.key, string.format('%.0f:%.0f', b.units, b.at),
+                     'PX', math.ceil((b.cap - b.units) / b.rpm / 1000) + 1000)
         end
         if global then take(global) end
         if team then

@@ -25,8 +25,9 @@ import Testing
             redis: RedisConfig(address: .unix(path: "/run/redis/redis.sock"), password: .file("/etc/hookgate/redis-password"),
                                timeoutMs: 20, keyPrefix: "gw-prod:"),
             onUnavailable: .refuse))
-        #expect(try parsed(minimal(extra: #""shared_limits": {"redis": {"address": "[::1]:6380", "password": {"env": "REDIS_PW"}}}"#))
-                .sharedLimits?.redis == RedisConfig(address: .tcp(host: "::1", port: 6380), password: .env("REDIS_PW")))
+        let v6 = try parsed(minimal(extra: #""shared_limits": {"redis": {"address": "[::1]:6380", "password": {"env": "REDIS_PW"}}}"#))
+        #expect(v6.sharedLimits?.redis == RedisConfig(address: .tcp(host: "::1", port: 6380), password: .env("REDIS_PW")))
+        #expect(v6.summary.hasSuffix(", limits shared in Redis [::1]:6380 (on_unavailable local)"))
     }
 
     @Test func namesEachProblemWithItsPath() {

@@ -283,5 +283,6 @@ extension GatewayConfig {
         return "config ok: version \(version.prefix(12)), listen \(scheme)://\(listen.address):\(listen.port), "
             + "admin \(admin.address):\(admin.port), upstream \(upstream.baseURL), \(teams.count) \(teamWord), "
             + "global rate limit \(limit)"
+            + (sharedLimits.map { ", limits shared in Redis \($0.redis.address) (on_unavailable \($0.onUnavailable.rawValue))" } ?? "")
     }
 }

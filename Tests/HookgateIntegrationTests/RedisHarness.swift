@@ -27,7 +27,13 @@ final class RedisProcess: @unchecked Sendable {
                     "--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no", "--logfile", ""]
         if let password { args += ["--requirepass", password] }
         let child = try ChildProcess(arguments: args, executable: server)
-        try child.wait("redis-server ready") { child.stdoutLines.contains { $0.lowercased().contains("ready to accept connections") } }
+        do {
+            try child.wait("redis-server ready") { child.stdoutLines.contains { $0.lowercased().contains("ready to accept connections") } }
+        } catch {
+            child.signal(SIGKILL)  // never left behind
+            child.waitForExit()
+            throw error
+        }
         return child
     }
 

@@ -28,6 +28,8 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CLibpq", pkgConfig: "libpq",
+                       providers: [.apt(["libpq-dev"])]),
         // hiredis's async client; one C function attaches it to libevent (attach.c).
         .target(
             name: "CHiredis",
@@ -35,7 +37,7 @@ let package = Package(
         .target(
             name: "Hookgate",
             dependencies: [
-                "CLibevent", "COpenSSL", "CSQLite", "CHiredis",
+                "CLibevent", "COpenSSL", "CSQLite", "CHiredis", "CLibpq",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),

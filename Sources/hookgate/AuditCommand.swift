@@ -11,7 +11,8 @@ struct AuditCommand: ParsableCommand {
             a file, and works while the gateway is running (the database is in WAL mode).
             See docs/audit.md for the tables, the view audit_pairs and the hash chain.
             """,
-        subcommands: [AuditVerifyCommand.self, AuditListCommand.self, AuditExportCommand.self, AuditShowCommand.self, AuditRebuildCommand.self])
+        subcommands: [AuditVerifyCommand.self, AuditListCommand.self, AuditExportCommand.self, AuditShowCommand.self, AuditRebuildCommand.self,
+                      AuditShipCommand.self])
 }
 
 /// `--db FILE`, shared by every `audit` subcommand.

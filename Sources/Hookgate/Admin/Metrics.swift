@@ -93,6 +93,18 @@ final class Metrics {
         gauge(&out, "hookgate_in_flight_calls", "Calls sent upstream and not yet answered.", gateway.inFlightCalls)
         gauge(&out, "hookgate_draining", "1 while the gateway drains after SIGTERM.", gateway.draining ? 1 : 0)
         gateway.sharedLimits?.renderMetrics(into: &out)
+        if let ship = gateway.shipper?.status {
+            // The writer's own head is fresher than the shipper's last look at the file.
+            let head = max(ship.head, audit.lastSeq)
+            gauge(&out, "hookgate_audit_ship_lag_records", "Committed audit records not yet in PostgreSQL (audit.ship).",
+                  Int(max(0, head - (ship.shipped ?? 0))))
+            out += "# HELP hookgate_audit_ship_lag_seconds Age of the oldest audit record not yet in PostgreSQL (0 when none).\n"
+            out += "# TYPE hookgate_audit_ship_lag_seconds gauge\nhookgate_audit_ship_lag_seconds \((ship.lagSeconds * 1000).rounded() / 1000)\n"
+            counter(&out, "hookgate_audit_shipped_records_total", "Audit records copied into PostgreSQL by this process.", ship.records)
+            counter(&out, "hookgate_audit_ship_failures_total", "Shipping attempts that failed (PostgreSQL unreachable or failing).", ship.failures)
+            gauge(&out, "hookgate_audit_ship_stopped", "1 when shipping stopped for good: PostgreSQL holds a record that differs from the file.",
+                  ship.stopped == nil ? 0 : 1)
+        }
         out += "# HELP hookgate_config_info The configuration in force (version: SHA-256 of the file).\n# TYPE hookgate_config_info gauge\n"
         out += "hookgate_config_info{version=\(Metrics.quote(gateway.config.version))} 1\n"
         out += "# HELP hookgate_build_info Build information.\n# TYPE hookgate_build_info gauge\n"

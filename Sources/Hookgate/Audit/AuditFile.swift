@@ -15,7 +15,7 @@ final class AuditFile {
     private let busyTimeoutMs: Int
     private var db: SQLiteConnection?
     private var fileIdentity: (dev: UInt64, ino: UInt64)?
-    private var headSeq: Int64 = 0
+    private(set) var headSeq: Int64 = 0
     private var headHash = AuditChain.genesis
     private var insertRequest: SQLiteStatement?
     private var insertResponse: SQLiteStatement?

@@ -29,6 +29,8 @@ package final class AuditWriter: Sendable {
         package var failures = 0
         package var commits = 0
         package var records = 0
+        /// The chain head (`seq`) after this writer's last commit (0 before the first).
+        package var lastSeq: Int64 = 0
         package var queueDepth = 0
         /// Batches of derived data written (AuditDerived), and the longest one took (seconds).
         package var derivedBatches = 0
@@ -154,6 +156,7 @@ package final class AuditWriter: Sendable {
                     s.status.countDerivedBatch(file.lastDerivedBatchSeconds)
                     s.status.commits += 1
                     s.status.records += next.count
+                    s.status.lastSeq = file.headSeq
                     s.status.commitLatency.observe(seconds)
                     s.status.healthy = true
                     s.status.lastError = nil

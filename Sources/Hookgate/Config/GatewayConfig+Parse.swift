@@ -322,9 +322,10 @@ final class ConfigValidator {
         }
         let maxQueue = integer(&o, "max_queue", default: 10_000, range: ConfigBounds.auditMaxQueue)
         let busyTimeout = integer(&o, "busy_timeout_ms", default: 1000, range: ConfigBounds.auditBusyTimeoutMs)
-        guard let path, let maxBody, let durability, let maxQueue, let busyTimeout else { return nil }
+        let ship = optionalSection(&o, "ship") { auditShip(&$0) }
+        guard let path, let maxBody, let durability, let maxQueue, let busyTimeout, let ship else { return nil }
         return AuditConfig(path: path, maxBodyBytes: maxBody, durability: durability, maxQueue: maxQueue,
-                           busyTimeoutMs: busyTimeout)
+                           busyTimeoutMs: busyTimeout, ship: ship.value)
     }
 
     private func limitsConfig(_ o: inout ObjectReader) -> LimitsConfig? {

@@ -189,9 +189,12 @@ public struct AuditConfig: Sendable, Equatable {
     public var maxQueue: Int
     /// How long a commit waits for a lock held by another connection before failing (503).
     public var busyTimeoutMs: Int
+    /// `audit.ship`: copy every record into PostgreSQL (nil: the local file only).
+    public var ship: AuditShipConfig?
 
     public init(path: String, maxBodyBytes: Int = 65536, durability: Durability = .full,
-                maxQueue: Int = 10_000, busyTimeoutMs: Int = 1000) {
+                maxQueue: Int = 10_000, busyTimeoutMs: Int = 1000, ship: AuditShipConfig? = nil) {
+        self.ship = ship
         self.path = path
         self.maxBodyBytes = maxBodyBytes
         self.durability = durability

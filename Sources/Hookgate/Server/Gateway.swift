@@ -21,6 +21,8 @@ public final class Gateway {
     var limiter: RateLimiter
     /// `shared_limits`: team and global buckets in Redis (nil: `limiter` decides alone).
     let sharedLimits: SharedLimits?
+    /// `audit.ship`: the central copy in PostgreSQL, on its own thread (nil: none).
+    let shipper: AuditShipper?
     let tokens: TokenProvider
     /// The upstream `Host` header, made once.
     let upstreamHostHeader: String
@@ -54,6 +56,10 @@ public final class Gateway {
         sharedLimits = try config.sharedLimits.map { shared in
             let password = try shared.redis.password.map { try SecretLoader.read($0, what: "shared_limits.redis.password") }
             return SharedLimits(loop: loop, config: shared, password: password, maxPending: config.limits.maxConnections, logger: logger)
+        }
+        shipper = try config.audit.ship.map { ship in
+            let password = try ship.password.map { try SecretLoader.read($0, what: "audit.ship.password") }
+            return AuditShipper(path: config.audit.path, config: ship, password: password, logger: logger)
         }
         let tls = try TLSClientContext(caFile: config.upstream.caFile)
         tokens = TokenProvider(loop: loop, material: material, tls: tls, logger: logger)
@@ -97,6 +103,7 @@ public final class Gateway {
             }
             loop.run()
             gateway.audit.flushAndStop()
+            gateway.shipper?.stop()
             gateway.logger.info("stopped", metadata: ["in_flight": .stringConvertible(gateway.inFlight)])
             LineWriter.stderr.flush()
             return 0
@@ -113,6 +120,7 @@ public final class Gateway {
         for resolver in resolvers { resolver.start(waitFirstMs: 2000) }
         tokens.start()
         sharedLimits?.start()
+        shipper?.start()
         let listenTLS = try config.listen.tls.map { try TLSServerContext(certFile: $0.certFile, keyFile: $0.keyFile) }
         let listen = config.listen
         let server = try HTTPListener(

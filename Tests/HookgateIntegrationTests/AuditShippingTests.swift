@@ -1,0 +1,199 @@
+import Foundation
+import Testing
+@testable import Hookgate
+
+/// Every replica's audit shipped into one real PostgreSQL (issue 16): `initdb` in a temp dir,
+/// password authentication, gateways with `audit.ship`, the bundled simulator upstream.
+@Suite(.enabled(if: PostgresProcess.available)) struct AuditShippingTests {
+    final class Central {
+        let dir: String
+        let sim: SimulatorProcess
+        let pg: PostgresProcess
+        let key = TeamKey()
+        var gateways: [String: GatewayProcess] = [:]
+        private var calls = 0
+
+        init(_ name: String) throws {
+            dir = Harness.tempDir(name)
+            sim = try SimulatorProcess(dir: dir)
+            pg = try PostgresProcess(dir: dir)
+        }
+
+        func stop() {
+            gateways.values.forEach { $0.stop() }
+            pg.stop()
+            sim.stop()
+        }
+
+        /// A gateway shipping as `replica`, with its own audit file in `dir/<home>` (default: the replica's name).
+        @discardableResult
+        func start(replica: String, home: String? = nil) throws -> GatewayProcess {
+            let path = dir + "/" + (home ?? replica)
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            var config = GatewayProcess.config(dir: path, simulator: sim,
+                                               teams: [["name": "claims", "key_sha256": [key.sha256], "allow_hooks": ["e6db9c1a-d15f-4248-81fa-5b61fc321def"]]])
+            config["audit"] = ["path": path + "/audit.sqlite3",
+                               "ship": ["postgres": pg.uri, "password": ["env": "PG_PASSWORD"], "replica": replica]]
+            let gw = try GatewayProcess(dir: path, config: config,
+                                        environment: ["HOOKSHOT_SERVICE_TOKEN": Harness.serviceToken, "PG_PASSWORD": PostgresProcess.password])
+            gateways[replica] = gw
+            return gw
+        }
+
+        /// A call through `gw`: allowed, or (every third) on a hook outside the allow-list (403).
+        func call(_ gw: GatewayProcess) throws -> Int {
+            calls += 1
+            let hook = calls % 3 == 0 ? "0f0f0f0f-1111-4222-8333-444444444444" : "e6db9c1a-d15f-4248-81fa-5b61fc321def"
+            let event = String(format: "5a1b0000-0000-4000-8000-%012d", calls)
+            return try RawHTTP.request(port: gw.port, target: "/hooks/\(hook)/requests/\(event)/redeliver",
+                                       headers: [("Authorization", "Bearer \(key.key)")]).status
+        }
+
+        func metric(_ gw: GatewayProcess, _ name: String) -> Double? {
+            guard let text = try? RawHTTP.request(port: gw.adminPort, method: "GET", target: "/metrics").text else { return nil }
+            return text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+
+        /// Waits until everything committed locally is in PostgreSQL, and the gateway says so.
+        func waitShipped(_ gw: GatewayProcess, replica: String, seconds: Double = 20) throws {
+            let local = try SQLiteConnection(path: gw.auditPath, readOnly: true)
+            let head = try local.scalarInt("SELECT max((SELECT max(seq) FROM audit_requests), (SELECT max(seq) FROM audit_responses))") ?? 0
+            try gw.child.wait("PostgreSQL holding seq \(head) of \(replica)", seconds: seconds) {
+                let rows = try? pg.query("""
+                    SELECT GREATEST((SELECT max(seq) FROM audit_requests WHERE replica = $1),
+                                    (SELECT max(seq) FROM audit_responses WHERE replica = $1))
+                    """, [replica])
+                let held = rows?.first.flatMap { $0.first ?? nil }.flatMap { Int64($0) }
+                return held == head && metric(gw, "hookgate_audit_ship_lag_records") == 0
+            }
+        }
+
+        /// PostgreSQL holds exactly the local file's records for `replica`: same seqs, same hashes.
+        func expectSame(replica: String, path: String) throws {
+            let local = try SQLiteConnection(path: path, readOnly: true)
+            for table in ["audit_requests", "audit_responses"] {
+                let statement = try local.prepare("SELECT seq, hash FROM \(table) ORDER BY seq")
+                var mine: [String] = []
+                while try statement.step() { mine.append("\(statement.int(0)):\(statement.text(1) ?? "")") }
+                let theirs = try pg.query("SELECT seq, hash FROM \(table) WHERE replica = $1 ORDER BY seq", [replica])
+                    .map { "\($0[0] ?? ""):\($0[1] ?? "")" }
+                #expect(theirs == mine, "\(replica) \(table): \(theirs.count) rows in PostgreSQL, \(mine.count) in the file; only in the file: \(Set(mine).subtracting(theirs).map { $0.prefix(8) }.sorted().prefix(10)), only in PostgreSQL: \(Set(theirs).subtracting(mine).map { $0.prefix(8) }.sorted().prefix(10))")
+            }
+        }
+    }
+
+    @Test func twoReplicasShipEveryRecordOnceWithTheirHashes() throws {
+        let central = try Central("ship-two")
+        defer { central.stop() }
+        let gw1 = try central.start(replica: "gw-1"), gw2 = try central.start(replica: "gw-2")
+        var statuses: [Int] = []
+        for i in 0..<12 { statuses.append(try central.call(i % 2 == 0 ? gw1 : gw2)) }
+        #expect(Set(statuses) == [200, 403])
+        try central.waitShipped(gw1, replica: "gw-1")
+        try central.waitShipped(gw2, replica: "gw-2")
+        try central.expectSame(replica: "gw-1", path: gw1.auditPath)
+        try central.expectSame(replica: "gw-2", path: gw2.auditPath)
+        // The view: one row per call, with the contract's columns and the replica.
+        let pairs = try central.pg.query("SELECT replica, decision, status FROM audit_pairs ORDER BY received_at")
+        #expect(pairs.count == 12)
+        #expect(Set(pairs.compactMap { $0[0] }) == ["gw-1", "gw-2"])
+        #expect(pairs.filter { $0[1] == "forbidden" }.allSatisfy { $0[2] == "403" })
+        let tables = try central.pg.query("SELECT version FROM hookgate_schema")
+        #expect(tables.map { $0[0] } == ["1"])
+    }
+
+    @Test func postgresStoppedUnderTrafficLosesAndDuplicatesNothing() throws {
+        let central = try Central("ship-outage")
+        defer { central.stop() }
+        let gw = try central.start(replica: "gw-1")
+        let stream = CallStream(port: gw.port, key: central.key, callers: 2)
+        var outcomes: [CallStream.Outcome] = []
+        do {
+            defer { outcomes = stream.stop() }
+            try stream.waitFor(calls: 30)
+            central.pg.stop()
+            try stream.waitFor(calls: 60)
+            try gw.child.wait("lag while PostgreSQL is away") { (central.metric(gw, "hookgate_audit_ship_lag_records") ?? 0) > 0 }
+            try central.pg.start()
+            try stream.waitFor(calls: 30)
+        }
+        #expect(CallStream.problems(outcomes) == [:], "calls never wait for PostgreSQL")
+        try central.waitShipped(gw, replica: "gw-1")
+        try central.expectSame(replica: "gw-1", path: gw.auditPath)
+        let warnings = ChildProcess.objects(gw.child.stderrLines).filter {
+            $0["msg"] as? String == "audit shipping to PostgreSQL failing: calls go on, the central copy lags until it recovers"
+        }
+        #expect(warnings.count == 1, "once per outage")
+    }
+
+    @Test func aReplicaKilledMidBatchResumesWithoutAGap() throws {
+        let central = try Central("ship-kill")
+        defer { central.stop() }
+        var gw = try central.start(replica: "gw-1")
+        for _ in 0..<4 { _ = try central.call(gw) }
+        try central.waitShipped(gw, replica: "gw-1")
+        let before = try central.pg.query("SELECT count(*) FROM audit_requests WHERE replica = 'gw-1'")
+
+        // Inserts into audit_responses wait for this lock (reads do not): the next batch stops in
+        // the middle of its transaction, its requests copied, its responses not yet.
+        let blocker = try PostgresConnection(uri: central.pg.uri, password: PostgresProcess.password)
+        try blocker.execute("BEGIN")
+        try blocker.execute("LOCK TABLE audit_responses IN SHARE MODE")
+        for _ in 0..<6 { _ = try central.call(gw) }
+        try gw.child.wait("the shipper blocked mid-batch") {
+            let waiting = try? central.pg.query("""
+                SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hookgate-ship gw-1' AND wait_event_type = 'Lock'
+                """)
+            return waiting?.first?.first == "1"
+        }
+        gw.child.signal(SIGKILL)
+        gw.child.waitForExit()
+        try blocker.execute("ROLLBACK")
+        #expect(try central.pg.query("SELECT count(*) FROM audit_requests WHERE replica = 'gw-1'") == before,
+                "the killed batch left nothing behind")
+
+        gw = try central.start(replica: "gw-1")
+        for _ in 0..<3 { _ = try central.call(gw) }
+        try central.waitShipped(gw, replica: "gw-1")
+        try central.expectSame(replica: "gw-1", path: gw.auditPath)
+    }
+
+    @Test func aFileThatIsNotTheReplicasStopsShippingLoudly() throws {
+        let central = try Central("ship-conflict")
+        defer { central.stop() }
+        let first = try central.start(replica: "gw-1")
+        for _ in 0..<4 { _ = try central.call(first) }
+        try central.waitShipped(first, replica: "gw-1")
+        first.stop()
+        // Another file under the same replica name (a copy-pasted config).
+        let impostor = try central.start(replica: "gw-1", home: "other")
+        for _ in 0..<2 { _ = try central.call(impostor) }
+        try impostor.child.wait("shipping stopped") { central.metric(impostor, "hookgate_audit_ship_stopped") == 1 }
+        let error = ChildProcess.objects(impostor.child.stderrLines).first { $0["msg"] as? String == "audit shipping stopped" }
+        #expect((error?["error"] as? String)?.contains("replica \"gw-1\"") == true, "\(error ?? [:])")
+        #expect(try central.call(impostor) == 200, "calls go on")
+    }
+
+    @Test func aRetiredReplicasFileIsShippedByHand() throws {
+        let central = try Central("ship-by-hand")
+        defer { central.stop() }
+        let dir = central.dir + "/retired"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        // A gateway without audit.ship wrote this file.
+        let gw = try GatewayProcess(dir: dir, config: GatewayProcess.config(
+            dir: dir, simulator: central.sim, teams: [["name": "claims", "key_sha256": [central.key.sha256], "allow_hooks": ["*"]]]))
+        for _ in 0..<5 { _ = try central.call(gw) }
+        gw.stop()
+        let ship = try ChildProcess(arguments: ["audit", "ship", "--db", gw.auditPath, "--to", central.pg.uri, "--replica", "retired-3"],
+                                    environment: ["PGPASSWORD": PostgresProcess.password])
+        #expect(ship.waitForExit() == 0, "\(ship.stderrLines)")
+        #expect(ship.stdoutLines.first?.hasPrefix("shipped 10 records of replica retired-3 in ") == true, "\(ship.stdoutLines)")
+        try central.expectSame(replica: "retired-3", path: gw.auditPath)
+        // Again: nothing more, nothing twice.
+        let again = try ChildProcess(arguments: ["audit", "ship", "--db", gw.auditPath, "--to", central.pg.uri, "--replica", "retired-3"],
+                                     environment: ["PGPASSWORD": PostgresProcess.password])
+        #expect(again.waitForExit() == 0)
+        #expect(again.stdoutLines.first?.hasPrefix("shipped 0 records of replica retired-3") == true)
+        try central.expectSame(replica: "retired-3", path: gw.auditPath)
+    }
+}

@@ -22,7 +22,20 @@ struct AuditVerifyCommand: ParsableCommand {
                                valueName: "seq:hash"))
     var anchor: [String] = []
 
+    @Option(help: ArgumentHelp("With --db postgresql://...: verify only this replica's chain.", valueName: "name"))
+    var replica: String?
+
+    var central: Bool { database.db.hasPrefix("postgresql://") || database.db.hasPrefix("postgres://") }
+
     func validate() throws {
+        if central {
+            if let problem = AuditShipConfig.uriProblem(database.db), problem.contains("password") {
+                throw ValidationError("--db must not hold a password: use PGPASSWORD or ~/.pgpass")
+            }
+            if !anchor.isEmpty { throw ValidationError("--anchor applies to an audit file, not to the central database") }
+        } else if replica != nil {
+            throw ValidationError("--replica applies to --db postgresql://... only")
+        }
         for a in anchor where Self.parseAnchor(a) == nil {
             throw ValidationError("--anchor: \"\(a)\" is not SEQ:HASH (a record number and its 64-hex-digit hash)")
         }
@@ -37,6 +50,7 @@ struct AuditVerifyCommand: ParsableCommand {
     }
 
     func run() throws {
+        if central { return try verifyCentral() }
         let query = try database.open()
         let result: AuditVerification
         let meter = isatty(STDERR_FILENO) == 1 ? ProgressLine() : nil
@@ -106,5 +120,30 @@ final class ProgressLine {
     func clear() {
         guard shown != .distantPast else { return }
         FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+    }
+}
+
+extension AuditVerifyCommand {
+    /// Each replica's chain in the central PostgreSQL database (`audit.ship`).
+    func verifyCentral() throws {
+        let results: [CentralVerification]
+        do {
+            results = try CentralVerification.verify(uri: database.db, only: replica)
+        } catch {
+            throw AuditOutput.fail("\(error)")
+        }
+        guard !results.isEmpty else { throw AuditOutput.fail("no replica's records in \(database.db)") }
+        var broken = false
+        for r in results {
+            if let why = r.broken {
+                broken = true
+                print("replica \(r.replica): audit chain BROKEN at \(why)")
+            } else {
+                print("replica \(r.replica): audit chain OK: \(r.records) records, \(r.pairs) complete pairs, "
+                      + "\(r.incomplete) requests without a response; last record: \(r.lastSeq):\(r.lastHash)")
+            }
+        }
+        if broken { throw ExitCode(1) }
+        print("audit chains OK: \(results.count) replica\(results.count == 1 ? "" : "s"), \(results.reduce(0) { $0 + $1.records }) records")
     }
 }

@@ -100,6 +100,25 @@ import Testing
         #expect(pairs.filter { $0[1] == "forbidden" }.allSatisfy { $0[2] == "403" })
         let tables = try central.pg.query("SELECT version FROM hookgate_schema")
         #expect(tables.map { $0[0] } == ["1"])
+
+        // Each replica's chain verifies in PostgreSQL, as its file does locally ...
+        func verify(_ extra: [String] = []) throws -> (Int32, [String]) {
+            let child = try ChildProcess(arguments: ["audit", "verify", "--db", central.pg.uri] + extra,
+                                         environment: ["PGPASSWORD": PostgresProcess.password])
+            let status = child.waitForExit()
+            return (status, child.stdoutLines)
+        }
+        let (ok, lines) = try verify()
+        #expect(ok == 0, "\(lines)")
+        #expect(lines.count == 3 && lines[0].hasPrefix("replica gw-1: audit chain OK: 12 records, 6 complete pairs, 0 requests without a response; last record: 12:"))
+        #expect(lines.last == "audit chains OK: 2 replicas, 24 records")
+        // ... and a row changed there is named, whatever the hash column says.
+        _ = try central.pg.query("UPDATE audit_responses SET status = status + 1 WHERE replica = 'gw-2' AND seq = 6")
+        let (failed, named) = try verify()
+        #expect(failed == 1)
+        #expect(named.contains("replica gw-2: audit chain BROKEN at seq 6 (audit_responses, replica gw-2): the stored hash does not match the record's content (the row was changed)"), "\(named)")
+        let (alone, one) = try verify(["--replica", "gw-1"])
+        #expect(alone == 0 && one.last == "audit chains OK: 1 replica, 12 records")
     }
 
     @Test func postgresStoppedUnderTrafficLosesAndDuplicatesNothing() throws {

@@ -1,0 +1,148 @@
+import Foundation
+
+// Threads: the CLI's (`hookgate audit verify --db postgresql://...`).
+
+/// One replica's chain in the central database, checked as `audit verify` checks a file: every
+/// `seq` from 1 on, each record's `prev_hash` the previous record's `hash`, and each `hash` the
+/// SHA-256 of the record's content as the gateway wrote it (the SQLite types restored from the
+/// column types, and `upstream_body_is_text`).
+package struct CentralVerification: Sendable, Equatable {
+    package var replica: String
+    package var records = 0
+    package var pairs = 0
+    package var lastSeq: Int64 = 0
+    package var lastHash = AuditChain.genesis
+    /// The first record that breaks the chain, described; nil when whole.
+    package var broken: String?
+
+    package var incomplete: Int { records - 2 * pairs }
+
+    /// Replicas in the database (or just `only`), each verified.
+    package static func verify(uri: String, only: String? = nil, pageRows: Int = 5000) throws -> [CentralVerification] {
+        let pg = try PostgresConnection(uri: uri, password: nil, applicationName: "hookgate audit verify")
+        try pg.execute("SET default_transaction_read_only = on")
+        try pg.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        let names: [String]
+        if let only {
+            names = [only]
+        } else {
+            names = try pg.execute("SELECT replica FROM audit_requests UNION SELECT replica FROM audit_responses ORDER BY 1").compactMap { $0[0] }
+        }
+        return try names.map { try verify(pg, replica: $0, pageRows: pageRows) }
+    }
+
+    static func verify(_ pg: PostgresConnection, replica: String, pageRows: Int) throws -> CentralVerification {
+        var result = CentralVerification(replica: replica)
+        var requests = Page(pg: pg, table: "audit_requests", columns: AuditSchema.requestColumns, replica: replica, size: pageRows)
+        var responses = Page(pg: pg, table: "audit_responses", columns: AuditSchema.responseColumns, replica: replica, size: pageRows)
+        while true {
+            let q = try requests.peek(), r = try responses.peek()
+            let record: Page.Row
+            if let q, r == nil || q.seq < r!.seq { record = try requests.next()! } else if r != nil { record = try responses.next()! } else { break }
+            let expected = result.lastSeq + 1
+            let place = "seq \(record.seq) (\(record.table), replica \(replica))"
+            if record.seq != expected {
+                result.broken = record.seq > expected
+                    ? "seq \(expected) (replica \(replica)): missing (the next record PostgreSQL holds is seq \(record.seq))"
+                    : "\(place): seq repeated"
+                return result
+            }
+            guard record.prevHash == result.lastHash else {
+                result.broken = "\(place): prev_hash is not the hash of seq \(result.lastSeq) (a record before it was changed, removed or inserted)"
+                return result
+            }
+            guard AuditChain.hash(table: record.table, values: record.values) == record.hash else {
+                result.broken = "\(place): the stored hash does not match the record's content (the row was changed)"
+                return result
+            }
+            result.records += 1
+            if record.table == "audit_responses" { result.pairs += 1 }
+            result.lastSeq = record.seq
+            result.lastHash = record.hash
+        }
+        return result
+    }
+
+    /// One table of one replica, read in `seq` order a page at a time (keyset pagination).
+    struct Page {
+        struct Row {
+            var table: String
+            var seq: Int64
+            var values: [SQLValue]
+            var prevHash: String
+            var hash: String
+        }
+
+        let pg: PostgresConnection
+        let table: String
+        let columns: [String]
+        let replica: String
+        let size: Int
+        private var rows: [Row] = []
+        private var index = 0
+        private var after: Int64 = 0
+        private var done = false
+
+        init(pg: PostgresConnection, table: String, columns: [String], replica: String, size: Int) {
+            self.pg = pg
+            self.table = table
+            self.columns = columns
+            self.replica = replica
+            self.size = size
+        }
+
+        mutating func peek() throws -> Row? {
+            if index < rows.count { return rows[index] }
+            guard !done else { return nil }
+            try fetch()
+            return index < rows.count ? rows[index] : nil
+        }
+
+        mutating func next() throws -> Row? {
+            let row = try peek()
+            if row != nil { index += 1 }
+            return row
+        }
+
+        private mutating func fetch() throws {
+            let extra = table == "audit_responses" ? ", upstream_body_is_text" : ""
+            let page = try pg.execute("""
+                SELECT \(columns.joined(separator: ", ")), hash\(extra) FROM \(table)
+                 WHERE replica = $1 AND seq > $2 ORDER BY seq LIMIT \(size)
+                """, [replica, String(after)])
+            rows = try page.map { try Self.row($0, table: table, columns: columns) }
+            index = 0
+            done = page.count < size
+            if let last = rows.last { after = last.seq }
+        }
+
+        /// The record's values as the writer hashed them: SQLite's types from PostgreSQL's text.
+        static func row(_ cells: [String?], table: String, columns: [String]) throws -> Row {
+            let types = table == "audit_requests" ? CentralAudit.requestTypes : CentralAudit.responseTypes
+            var values: [SQLValue] = []
+            values.reserveCapacity(columns.count)
+            for (i, name) in columns.enumerated() {
+                guard let text = cells[i] else {
+                    values.append(.null)
+                    continue
+                }
+                let type = types[name] ?? "text"
+                if type.hasPrefix("bigint") || type.hasPrefix("integer") {
+                    values.append(.int(Int64(text) ?? 0))
+                } else if type.hasPrefix("double") {
+                    values.append(.double(Double(text) ?? .nan))
+                } else if type.hasPrefix("bytea") {
+                    let bytes = Hex.decode(text.hasPrefix("\\x") ? String(text.dropFirst(2)) : text) ?? []
+                    let isText = cells[columns.count + 1] == "t"
+                    values.append(isText ? .text(String(decoding: bytes, as: UTF8.self)) : .blob(bytes))
+                } else {
+                    values.append(.text(text))
+                }
+            }
+            guard case .int(let seq) = values[0], let prevHash = cells[columns.count - 1], let hash = cells[columns.count] else {
+                throw PostgresError(message: "\(table): a record without seq or hashes")
+            }
+            return Row(table: table, seq: seq, values: values, prevHash: prevHash, hash: hash)
+        }
+    }
+}

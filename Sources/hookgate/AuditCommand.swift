@@ -17,8 +17,20 @@ struct AuditCommand: ParsableCommand {
 
 /// `--db FILE`, shared by every `audit` subcommand.
 struct AuditDatabaseOption: ParsableArguments {
-    @Option(help: ArgumentHelp("The audit database (opened read-only).", valueName: "file"))
+    @Option(help: ArgumentHelp("The audit database (opened read-only), or the central one: postgresql://user@host/db (password from PGPASSWORD or ~/.pgpass).",
+                               valueName: "file"))
     var db: String
+
+    /// `--db` names the central PostgreSQL database (`audit.ship`), not a file.
+    var isCentral: Bool { db.hasPrefix("postgresql://") || db.hasPrefix("postgres://") }
+
+    /// The central database, opened read-only, or why not (exit 1).
+    func openCentral() throws -> CentralQuery {
+        if let problem = AuditShipConfig.uriProblem(db), problem.contains("password") {
+            throw AuditOutput.fail("--db must not hold a password: use PGPASSWORD or ~/.pgpass")
+        }
+        do { return try CentralQuery(uri: db) } catch { throw AuditOutput.fail("\(error)") }
+    }
 
     /// Opens the database, or prints why not and exits 1 (not a usage error: the file is the problem).
     func open() throws -> AuditQuery {
@@ -46,6 +58,7 @@ struct AuditFilterOptions: ParsableArguments {
                                valueName: "time"))
     var since: String?
     @Option(help: ArgumentHelp("Only requests received before this time (RFC 3339).", valueName: "time")) var until: String?
+    @Option(help: ArgumentHelp("With --db postgresql://...: only this replica's requests.", valueName: "name")) var replica: String?
 
     func filter(limit: Int?) throws -> AuditFilter {
         do {

@@ -21,24 +21,35 @@ struct AuditExportCommand: ParsableCommand {
     @Option(help: "Output format.") var format: Format = .jsonl
     @Option(help: "Write at most this many records (0: all).") var limit = 0
 
-    func validate() throws { _ = try filters.filter(limit: limit) }
+    func validate() throws {
+        _ = try filters.filter(limit: limit)
+        if filters.replica != nil && !database.isCentral { throw ValidationError("--replica applies to --db postgresql://... only") }
+    }
 
     func run() throws {
         let filter = try filters.filter(limit: limit)
-        let query = try database.open()
-        let columns = AuditQuery.pairColumns
+        // The central database's view leads with `replica`.
+        let columns = database.isCentral ? CentralQuery.pairColumns : AuditQuery.pairColumns
+        let each: (([SQLValue]) throws -> Void) throws -> Void
+        if database.isCentral {
+            let central = try database.openCentral()
+            each = { try central.forEachPair(filter, replica: filters.replica, $0) }
+        } else {
+            let query = try database.open()
+            each = { try query.forEachPair(filter, $0) }
+        }
         let out = AuditOutput.Stdout()
         var count = 0
         do {
             switch format {
             case .jsonl:
-                try query.forEachPair(filter) { row in
+                try each { row in
                     out.write(AuditFormat.jsonLine(columns: columns, row: row))
                     count += 1
                 }
             case .csv:
                 out.write(AuditFormat.csvHeader(columns), terminator: "\r\n")
-                try query.forEachPair(filter) { row in
+                try each { row in
                     out.write(AuditFormat.csvLine(row), terminator: "\r\n")
                     count += 1
                 }

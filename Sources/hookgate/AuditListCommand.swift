@@ -15,15 +15,25 @@ struct AuditListCommand: ParsableCommand {
     @OptionGroup var filters: AuditFilterOptions
     @Option(help: "Show at most this many rows (0: all).") var limit = 100
 
-    func validate() throws { _ = try filters.filter(limit: limit) }
+    func validate() throws {
+        _ = try filters.filter(limit: limit)
+        if filters.replica != nil && !database.isCentral { throw ValidationError("--replica applies to --db postgresql://... only") }
+    }
 
     func run() throws {
         let filter = try filters.filter(limit: limit)
-        let query = try database.open()
         let result: AuditRows
-        do { result = try query.list(filter, columns: AuditFormat.listColumns) } catch { throw AuditOutput.fail(error.description) }
+        if database.isCentral {
+            let central = try database.openCentral()
+            do { result = try central.list(filter, replica: filters.replica, columns: ["replica"] + AuditFormat.listColumns) } catch {
+                throw AuditOutput.fail("\(error)")
+            }
+        } else {
+            let query = try database.open()
+            do { result = try query.list(filter, columns: AuditFormat.listColumns) } catch { throw AuditOutput.fail(error.description) }
+        }
         var table: [UInt8] = []
-        AuditFormat.writeTable(result.rows, from: result.columns, into: &table)
+        AuditFormat.writeTable(result.rows, columns: result.columns, from: result.columns, into: &table)
         let out = AuditOutput.Stdout()
         out.write(bytes: table)
         out.flush()

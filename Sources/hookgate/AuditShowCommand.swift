@@ -23,6 +23,15 @@ struct AuditShowCommand: ParsableCommand {
     }
 
     func run() throws {
+        if database.isCentral {
+            let pairs: [AuditRecordPair]
+            do { pairs = try database.openCentral().show(requestID: requestID) } catch { throw AuditOutput.fail("\(error)") }
+            guard !pairs.isEmpty else { throw AuditOutput.fail("no request \(UUIDText.canonical(requestID) ?? requestID) in \(database.db)") }
+            let out = AuditOutput.Stdout()
+            for pair in pairs { for line in AuditFormat.showLines(pair) { out.write(line) } }
+            out.flush()
+            return
+        }
         let query = try database.open()
         let pair: AuditRecordPair?
         do { pair = try query.show(requestID: requestID) } catch { throw AuditOutput.fail(error.description) }

@@ -101,13 +101,29 @@ import Testing
         let tables = try central.pg.query("SELECT version FROM hookgate_schema")
         #expect(tables.map { $0[0] } == ["1"])
 
-        // Each replica's chain verifies in PostgreSQL, as its file does locally ...
-        func verify(_ extra: [String] = []) throws -> (Int32, [String]) {
-            let child = try ChildProcess(arguments: ["audit", "verify", "--db", central.pg.uri] + extra,
+        func audit(_ command: String, _ extra: [String] = []) throws -> (Int32, [String]) {
+            let child = try ChildProcess(arguments: ["audit", command, "--db", central.pg.uri] + extra,
                                          environment: ["PGPASSWORD": PostgresProcess.password])
             let status = child.waitForExit()
             return (status, child.stdoutLines)
         }
+        // list and export read the central view as they read a file, replica first.
+        let (listed, table) = try audit("list", ["--replica", "gw-2", "--decision", "forbidden"])
+        #expect(listed == 0 && table.count == 3, "\(table)")
+        #expect(table.first?.hasPrefix("replica  request_id") == true)
+        #expect(table.dropFirst().allSatisfy { $0.hasPrefix("gw-2 ") && $0.contains(" forbidden ") })
+        let (exported, exportLines) = try audit("export")
+        let objects = ChildProcess.objects(exportLines)
+        #expect(exported == 0 && objects.count == 12)
+        #expect(Set(objects.compactMap { $0["replica"] as? String }) == ["gw-1", "gw-2"])
+        #expect(objects.allSatisfy { ($0["status"] as? Int) != nil && $0.count == CentralQuery.pairColumns.count })
+        let shownCall = try #require(objects.first { $0["replica"] as? String == "gw-1" })
+        let (shown, fields) = try audit("show", [shownCall["request_id"] as? String ?? "?"])
+        #expect(shown == 0 && fields.first == "[audit_requests]" && fields.contains("replica: gw-1"), "\(fields)")
+        #expect(fields.contains("[audit_responses]") && fields.contains { $0.hasPrefix("upstream_body: {") })
+
+        // Each replica's chain verifies in PostgreSQL, as its file does locally ...
+        func verify(_ extra: [String] = []) throws -> (Int32, [String]) { try audit("verify", extra) }
         let (ok, lines) = try verify()
         #expect(ok == 0, "\(lines)")
         #expect(lines.count == 3 && lines[0].hasPrefix("replica gw-1: audit chain OK: 12 records, 6 complete pairs, 0 requests without a response; last record: 12:"))

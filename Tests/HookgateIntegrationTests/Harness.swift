@@ -142,7 +142,11 @@ final class ChildProcess: @unchecked Sendable {
         return (child, listening()!)
     }
 
-    func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+    /// Signals the process while it runs; never after it was reaped (its pid may be another's by then).
+    func signal(_ sig: Int32) {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, sig)
+    }
 
     /// Waits for the process to exit; returns its status (kills it after `seconds`).
     @discardableResult

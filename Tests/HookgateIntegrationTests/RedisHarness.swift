@@ -42,6 +42,7 @@ final class RedisProcess: @unchecked Sendable {
     /// Killed (SIGKILL), as a crash would: a test process may run its children with SIGTERM
     /// blocked, which redis-server does not unblock.
     func stop() {
+        guard child.process.isRunning else { return }
         child.signal(SIGKILL)
         child.waitForExit()
     }

@@ -76,7 +76,10 @@ final class ActivatedGateway: @unchecked Sendable {
         throw HarnessError("gateway not listening after \(seconds) s: \(logLines.suffix(5))")
     }
 
-    func signal(_ sig: Int32) { kill(pid, sig) }
+    func signal(_ sig: Int32) {
+        guard exited == nil else { return }  // reaped: the pid may be another process's now
+        kill(pid, sig)
+    }
 
     private var status: Int32?
     /// The exit status once the process has exited (reaped here), else nil.
@@ -92,7 +95,7 @@ final class ActivatedGateway: @unchecked Sendable {
     func waitForExit(seconds: Double = 40) -> Int32 {
         let deadline = Date().addingTimeInterval(seconds)
         while exited == nil {
-            if Date() > deadline { kill(pid, SIGKILL) }
+            if Date() > deadline { signal(SIGKILL) }
             Thread.sleep(forTimeInterval: 0.005)
         }
         return exited!

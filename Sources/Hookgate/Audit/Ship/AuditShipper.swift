@@ -154,8 +154,11 @@ package final class AuditShipper: @unchecked Sendable {
     }
 
     /// Ships every record after what PostgreSQL holds for `replica` up to the local head, in
-    /// batches of `batch` records. `progress(shipped, head)` after each.
+    /// batches of at most `batch` records and about `batchBytes` of COPY data (records keep up to
+    /// `audit.max_body_bytes` of body each: the next batch's size follows the last one's average
+    /// record, starting small). `progress(shipped, head)` after each.
     package static func shipAll(source: SQLiteConnection, central: PostgresConnection, replica: String, batch: Int,
+                                batchBytes: Int = 8 << 20,
                                 stop: () -> Bool = { false },
                                 progress: (Int64, Int64) -> Void = { _, _ in }) throws -> (records: Int, shipped: Int64, head: Int64) {
         var shipped = try CentralAudit.shippedThrough(central, replica: replica)
@@ -172,8 +175,9 @@ package final class AuditShipper: @unchecked Sendable {
             }
         }
         var records = 0
+        var size = min(batch, 256)
         while shipped < head && !stop() {
-            let through = min(head, shipped + Int64(batch))
+            let through = min(head, shipped + Int64(size))
             try source.execute("BEGIN")
             let read: ShipBatch
             do {
@@ -184,6 +188,7 @@ package final class AuditShipper: @unchecked Sendable {
                 throw error
             }
             records += try read.write(to: central, replica: replica)
+            if read.count > 0 { size = max(16, min(batch, batchBytes / max(1, read.bytes / read.count))) }
             shipped = try CentralAudit.shippedThrough(central, replica: replica)
             progress(shipped, head)
         }

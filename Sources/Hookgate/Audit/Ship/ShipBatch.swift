@@ -13,6 +13,8 @@ package struct ShipBatch {
     /// `seq` → `hash` of every record of the range, for the conflict check.
     private(set) var hashes: [Int64: (table: String, hash: String)] = [:]
     var count: Int { hashes.count }
+    /// The COPY data's size (what the batch holds in memory).
+    var bytes: Int { requestRows.count + responseRows.count }
 
     /// Reads the range from `source` (a read-only connection to the local file).
     init(source: SQLiteConnection, replica: String, after: Int64, through: Int64) throws(AuditError) {

@@ -25,6 +25,14 @@ struct AuditVerifyCommand: ParsableCommand {
     @Option(help: ArgumentHelp("With --db postgresql://...: verify only this replica's chain.", valueName: "name"))
     var replica: String?
 
+    @Option(help: ArgumentHelp("The audit signing key's public half (PEM, from hookgate keygen --audit-signing-key): check every signed checkpoint against the chain.",
+                               valueName: "pem"))
+    var publicKey: String?
+
+    @Option(help: ArgumentHelp("The checkpoint log kept elsewhere (audit.checkpoint_log, one JSON line each), checked with the file's own checkpoints. Needs --public-key.",
+                               valueName: "jsonl"))
+    var checkpoints: String?
+
     var central: Bool { database.db.hasPrefix("postgresql://") || database.db.hasPrefix("postgres://") }
 
     func validate() throws {
@@ -36,6 +44,8 @@ struct AuditVerifyCommand: ParsableCommand {
         } else if replica != nil {
             throw ValidationError("--replica applies to --db postgresql://... only")
         }
+        if checkpoints != nil && publicKey == nil { throw ValidationError("--checkpoints needs --public-key") }
+        if central && publicKey != nil { throw ValidationError("--public-key applies to an audit file") }
         for a in anchor where Self.parseAnchor(a) == nil {
             throw ValidationError("--anchor: \"\(a)\" is not SEQ:HASH (a record number and its 64-hex-digit hash)")
         }
@@ -74,6 +84,7 @@ struct AuditVerifyCommand: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+        let signed = try checkSignedCheckpoints(query, last: result.lastSeq ?? 0)
         if let mismatch = result.derivedMismatch {
             print("audit derived tables DISAGREE: \(mismatch). The chain itself is whole; "
                   + "hookgate audit rebuild --db \(database.db) writes them again from the records")
@@ -87,6 +98,7 @@ struct AuditVerifyCommand: ParsableCommand {
         } else {
             print("audit derived tables: none in this file (written before schema 3; hookgate audit rebuild adds them)")
         }
+        if let signed { print(signed) }
         print("audit chain OK: \(count(result.records, "record", "records")), "
               + "\(count(result.pairs, "complete pair", "complete pairs")), "
               + "\(count(result.incomplete, "request without a response", "requests without a response"))")
@@ -145,5 +157,60 @@ extension AuditVerifyCommand {
         }
         if broken { throw ExitCode(1) }
         print("audit chains OK: \(results.count) replica\(results.count == 1 ? "" : "s"), \(results.reduce(0) { $0 + $1.records }) records")
+    }
+
+    /// The checkpoints of the file and of --checkpoints, against --public-key and the chain (whole
+    /// by now, up to `last`). Prints BROKEN and exits 1 at the first that does not hold; else
+    /// returns the line to print.
+    func checkSignedCheckpoints(_ query: AuditQuery, last: Int64) throws -> String? {
+        let inFile: [AuditCheckpoint]
+        do { inFile = try query.checkpoints() } catch { throw AuditOutput.fail(error.description) }
+        guard let publicKey else {
+            return inFile.isEmpty ? nil : "audit checkpoints: \(inFile.count) in the file, not checked (pass --public-key PEM)"
+        }
+        let key: AuditSigningKey
+        do { key = try AuditSigningKey.load(path: publicKey, publicOnly: true) } catch { throw AuditOutput.fail("--public-key \(error)") }
+        var all = inFile.map { ($0, "the file") }
+        if let checkpoints {
+            let log: (checkpoints: [AuditCheckpoint], badLines: [Int])
+            do { log = try AuditCheckpoint.readLog(path: checkpoints) } catch { throw AuditOutput.fail("--checkpoints \(error)") }
+            if let line = log.badLines.first {
+                print("audit chain BROKEN at checkpoint log line \(line) of \(checkpoints): not a checkpoint (the log was altered)")
+                throw ExitCode(1)
+            }
+            all += log.checkpoints.map { ($0, checkpoints) }
+        }
+        guard !all.isEmpty else {
+            print("audit chain BROKEN at checkpoints: none to check (the file has none and no --checkpoints log was given)")
+            throw ExitCode(1)
+        }
+        let chain: String?
+        do { chain = try query.hash(seq: 1) } catch { throw AuditOutput.fail(error.description) }
+        for (checkpoint, source) in all.sorted(by: { $0.0.seq < $1.0.seq }) {
+            let place = "checkpoint seq \(checkpoint.seq) signed \(checkpoint.at) (from \(source))"
+            if let problem = checkpoint.problem(under: key) {
+                print("audit chain BROKEN at \(place): \(problem)")
+                throw ExitCode(1)
+            }
+            guard checkpoint.chain == chain else {
+                print("audit chain BROKEN at \(place): it belongs to another chain (the file's records were replaced from seq 1)")
+                throw ExitCode(1)
+            }
+            guard checkpoint.seq <= last else {
+                print("audit chain BROKEN at \(place): the file ends at seq \(last), records signed up to seq \(checkpoint.seq) were cut off (or the file is an older copy)")
+                throw ExitCode(1)
+            }
+            let stored: String?
+            do { stored = try query.hash(seq: checkpoint.seq) } catch { throw AuditOutput.fail(error.description) }
+            guard stored == checkpoint.hash else {
+                print("audit chain BROKEN at \(place): record seq \(checkpoint.seq) is not the one signed (records up to it were rewritten after it)")
+                throw ExitCode(1)
+            }
+        }
+        let newest = all.max { $0.0.seq < $1.0.seq }!.0
+        let fromLog = all.count - inFile.count
+        return "audit checkpoints OK: \(inFile.count) in the file\(checkpoints == nil ? "" : ", \(fromLog) in the log")"
+            + " signed by \(key.fingerprint.prefix(16))…, the newest at seq \(newest.seq) (\(newest.at)); "
+            + "\(last - newest.seq) records after it are not signed yet"
     }
 }

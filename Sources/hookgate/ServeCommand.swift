@@ -45,11 +45,51 @@ struct CheckConfigCommand: ParsableCommand {
 struct KeygenCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keygen",
-        abstract: "Make a new random team key and print it with its SHA-256.",
-        discussion: "Give the key to the team; put only key_sha256 into the team's \"key_sha256\" list.")
+        abstract: "Make a new random team key and print it with its SHA-256 (or, with --audit-signing-key, the audit's signing key pair).",
+        discussion: """
+            Give the key to the team; put only key_sha256 into the team's "key_sha256" list.
+            With --audit-signing-key DIR: writes DIR/audit-signing.key.pem (Ed25519 private key,
+            mode 0600: the gateway's audit.signing_key) and DIR/audit-signing.pub.pem (for
+            `hookgate audit verify --public-key`, to keep apart from the gateway), and prints the
+            public key's fingerprint. Never overwrites a file.
+            """)
+
+    @Option(help: ArgumentHelp("Write an Ed25519 key pair for signing audit checkpoints into this directory.", valueName: "dir"))
+    var auditSigningKey: String?
 
     func run() throws {
-        let made = KeyGen.make()
-        print(KeyGen.report(key: made.key, sha256: made.sha256), terminator: "")
+        guard let dir = auditSigningKey else {
+            let made = KeyGen.make()
+            print(KeyGen.report(key: made.key, sha256: made.sha256), terminator: "")
+            return
+        }
+        let privatePath = dir + "/audit-signing.key.pem", publicPath = dir + "/audit-signing.pub.pem"
+        for path in [privatePath, publicPath] where FileManager.default.fileExists(atPath: path) {
+            throw AuditOutput.fail("\(path) exists: not overwritten")
+        }
+        do {
+            let key = try AuditSigningKey.generate()
+            let pem = try key.pem()
+            try Self.write(pem.privateKey, to: privatePath, mode: 0o600)
+            try Self.write(pem.publicKey, to: publicPath, mode: 0o644)
+            print("private key: \(privatePath) (mode 0600; audit.signing_key)")
+            print("public key:  \(publicPath) (hookgate audit verify --public-key)")
+            print("fingerprint: \(key.fingerprint)")
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            throw AuditOutput.fail("\(error)")
+        }
+    }
+
+    /// Creates `path` with `mode` (never wider: the umask only narrows) and writes `text`.
+    static func write(_ text: String, to path: String, mode: mode_t) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw AuditOutput.fail("\(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        guard bytes.withUnsafeBytes({ Foundation.write(fd, $0.baseAddress, $0.count) }) == bytes.count, fsync(fd) == 0 else {
+            throw AuditOutput.fail("\(path): \(String(cString: strerror(errno)))")
+        }
     }
 }

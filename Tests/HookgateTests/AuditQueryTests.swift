@@ -542,7 +542,7 @@ private func column(_ name: String, _ row: [SQLValue]) -> SQLValue? {
         }
         let db = try AuditSchema.openForWriting(path: path, durability: .normal, busyTimeoutMs: 1000)
         #expect(try db.scalarInt("PRAGMA user_version") == AuditSchema.version)
-        #expect(try indexes(db) == ["audit_requests_hook", "audit_requests_received_at", "audit_requests_team",
+        #expect(try indexes(db) == ["audit_checkpoints_seq", "audit_requests_hook", "audit_requests_received_at", "audit_requests_team",
                                     "audit_responses_decision", "audit_responses_status"])
         // The migration derived the summaries and the lookup from the records.
         #expect(try AuditDerived.watermark(db) == 2)

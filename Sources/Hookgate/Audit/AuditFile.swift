@@ -56,6 +56,41 @@ final class AuditFile {
 
     func close() { closeConnection() }
 
+    /// Signs the chain as the file has it now into `audit_checkpoints`, in one write transaction
+    /// (another gateway on the file is ordered by the lock); nil when the newest checkpoint there
+    /// already covers the head, or there is no record yet.
+    func writeCheckpoint(signer: AuditSigningKey, at: String) -> Result<AuditCheckpoint?, AuditError> {
+        guard let db else { return .failure(AuditError(.other, message: "audit database is not open")) }
+        do throws(AuditError) {
+            try db.execute("BEGIN IMMEDIATE")
+            do {
+                try readHead()
+                let signed = try db.scalarInt("SELECT max(seq) FROM audit_checkpoints") ?? 0
+                guard headSeq > 0, headSeq > signed else {
+                    try db.execute("COMMIT")
+                    return .success(nil)
+                }
+                let first = try db.prepare("SELECT hash FROM audit_requests WHERE seq = 1 UNION ALL SELECT hash FROM audit_responses WHERE seq = 1")
+                let chain = try first.step() ? first.text(0) ?? "" : ""
+                first.reset()
+                let checkpoint = try AuditCheckpoint.signed(chain: chain, seq: headSeq, hash: headHash, at: at, by: signer)
+                let insert = try db.prepare("INSERT INTO audit_checkpoints (seq, hash, chain, at, key, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                try insert.run([.int(checkpoint.seq), .text(checkpoint.hash), .text(chain), .text(at), .text(checkpoint.key),
+                                .text(checkpoint.signature)])
+                try db.execute("COMMIT")
+                return .success(checkpoint)
+            } catch let error as AuditError {
+                try? db.execute("ROLLBACK")
+                throw error
+            } catch {
+                try? db.execute("ROLLBACK")
+                throw AuditError(.other, message: "\(error)")
+            }
+        } catch {
+            return .failure(error)
+        }
+    }
+
     private func open() throws(AuditError) {
         let connection = try AuditSchema.openForWriting(path: path, durability: durability, busyTimeoutMs: busyTimeoutMs,
                                                         catchUp: false)

@@ -123,6 +123,23 @@ public final class AuditQuery {
         }
     }
 
+    /// The signed checkpoints the file holds (none before schema 4), oldest first.
+    package func checkpoints() throws(AuditQueryError) -> [AuditCheckpoint] {
+        try readTransaction { () throws(AuditError) -> [AuditCheckpoint] in
+            guard try db.scalarInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_checkpoints'") == 1 else {
+                return []
+            }
+            let statement = try db.prepare("SELECT chain, seq, hash, at, key, signature FROM audit_checkpoints ORDER BY seq, rowid")
+            defer { statement.reset() }
+            var out: [AuditCheckpoint] = []
+            while try statement.step() {
+                out.append(AuditCheckpoint(chain: statement.text(0) ?? "", seq: statement.int(1), hash: statement.text(2) ?? "",
+                                           at: statement.text(3) ?? "", key: statement.text(4) ?? "", signature: statement.text(5) ?? ""))
+            }
+            return out
+        }
+    }
+
     // MARK: - list / export
 
     /// Rows of `audit_pairs` matching `filter`, at most `filter.limit` of them; `truncated`

@@ -85,10 +85,22 @@ package final class AuditWriter: Sendable {
         self.onFailure = onFailure
         self.onRecovery = onRecovery
         let file = try AuditFile(config: config, derivedBatchRecords: derivedBatchRecords, onNotice: onNotice)
-        let handoff = Handoff(file)
+        var checkpointer: Checkpointer?
+        if let keyPath = config.signingKey {
+            do {
+                let signer = try AuditSigningKey.load(path: keyPath, publicOnly: false)
+                checkpointer = Checkpointer(signer: signer, intervalSeconds: config.checkpointIntervalS,
+                                            logPath: config.checkpointLog, onNotice: onNotice)
+            } catch {
+                file.close()
+                throw AuditError(.unusable, message: "audit.signing_key: \(error)")
+            }
+        }
+        let handoff = Handoff((file, checkpointer))
         let thread = Thread { [self] in
             ThreadName.set("hookgate-audit")
-            run(handoff.take())
+            let (file, checkpointer) = handoff.take()
+            run(file, checkpointer: checkpointer)
         }
         thread.name = "hookgate-audit"
         thread.start()
@@ -123,8 +135,9 @@ package final class AuditWriter: Sendable {
 
     // MARK: - Writer thread
 
-    private func run(_ file: AuditFile) {
+    private func run(_ file: AuditFile, checkpointer: Checkpointer?) {
         while true {
+            checkpointer?.tick(file)
             let next = shared.withLock { s -> (batch: [Job], count: Int, stop: Bool) in
                 if s.queue.isEmpty {
                     if s.stopping { return ([], 0, true) }
@@ -176,6 +189,7 @@ package final class AuditWriter: Sendable {
                 for c in completions { c.value(result) }
             }
         }
+        checkpointer?.tick(file, stopping: true)
         file.close()
         stopped.signal()
     }

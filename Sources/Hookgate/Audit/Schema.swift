@@ -4,7 +4,7 @@
 /// docs/audit.md documents it for compliance; the column lists below are also the order in
 /// which each record's hash covers its content.
 package enum AuditSchema {
-    static let version: Int64 = 3
+    static let version: Int64 = 4
 
     /// Columns of `audit_requests` covered by the hash, in hashing order.
     package static let requestColumns = [
@@ -78,6 +78,23 @@ package enum AuditSchema {
         // Derived from the records, in batches (AuditDerived); the writer fills them for an
         // existing file when it first opens it (`hookgate audit rebuild` does it by hand).
         3: derivedTables,
+        // Signed checkpoints (docs/audit.md): appended by the writer, never changed. (IF NOT
+        // EXISTS: a file whose user_version was set back still migrates.)
+        4: """
+        CREATE TABLE IF NOT EXISTS audit_checkpoints (
+            seq       INTEGER NOT NULL,                 -- the last record covered
+            hash      TEXT    NOT NULL,                 -- its hash
+            chain     TEXT    NOT NULL,                 -- the hash of record seq 1: the chain's name
+            at        TEXT    NOT NULL,                 -- when signed (UTC)
+            key       TEXT    NOT NULL,                 -- the signing key's fingerprint
+            signature TEXT    NOT NULL                  -- Ed25519, base64
+        );
+        CREATE INDEX IF NOT EXISTS audit_checkpoints_seq ON audit_checkpoints(seq);
+        CREATE TRIGGER IF NOT EXISTS audit_checkpoints_append_only_update BEFORE UPDATE ON audit_checkpoints
+            BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
+        CREATE TRIGGER IF NOT EXISTS audit_checkpoints_append_only_delete BEFORE DELETE ON audit_checkpoints
+            BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
+        """,
     ]
 
     /// Schema 3: what is derived from the records (AuditDerived, docs/audit.md).

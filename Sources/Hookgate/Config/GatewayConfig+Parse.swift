@@ -82,6 +82,7 @@ enum ConfigBounds {
     static let burst = 1...1_000_000
     static let teamNameLength = 1...64
     static let redisTimeoutMs = 1...10_000
+    static let checkpointIntervalS = 1...86_400
 }
 
 /// Walks the JSON tree of a configuration, collecting problems as it goes.
@@ -323,9 +324,30 @@ final class ConfigValidator {
         let maxQueue = integer(&o, "max_queue", default: 10_000, range: ConfigBounds.auditMaxQueue)
         let busyTimeout = integer(&o, "busy_timeout_ms", default: 1000, range: ConfigBounds.auditBusyTimeoutMs)
         let ship = optionalSection(&o, "ship") { auditShip(&$0) }
-        guard let path, let maxBody, let durability, let maxQueue, let busyTimeout, let ship else { return nil }
+        var signingKey: String?? = .some(nil)
+        if o.has("signing_key") {
+            let keyPath = o.path(of: "signing_key")
+            switch o.take("signing_key") {
+            case .object(let members) where members.count == 1:
+                var k = ObjectReader(members, path: keyPath)
+                signingKey = string(&k, "file").map { .some($0) }
+                finish(k)
+            case .some(.string):
+                report(keyPath, "an inline key is not allowed, use {\"file\": PATH}")
+                signingKey = nil
+            default:
+                report(keyPath, "must be {\"file\": PATH} (a PEM Ed25519 private key from hookgate keygen --audit-signing-key)")
+                signingKey = nil
+            }
+        }
+        let interval = integer(&o, "checkpoint_interval_s", default: 60, range: ConfigBounds.checkpointIntervalS)
+        var checkpointLog: String?? = .some(nil)
+        if o.has("checkpoint_log") { checkpointLog = string(&o, "checkpoint_log").map { .some($0) } }
+        guard let path, let maxBody, let durability, let maxQueue, let busyTimeout, let ship, let signingKey, let interval,
+              let checkpointLog else { return nil }
         return AuditConfig(path: path, maxBodyBytes: maxBody, durability: durability, maxQueue: maxQueue,
-                           busyTimeoutMs: busyTimeout, ship: ship.value)
+                           busyTimeoutMs: busyTimeout, ship: ship.value, signingKey: signingKey,
+                           checkpointIntervalS: interval, checkpointLog: checkpointLog)
     }
 
     private func limitsConfig(_ o: inout ObjectReader) -> LimitsConfig? {

@@ -191,10 +191,19 @@ public struct AuditConfig: Sendable, Equatable {
     public var busyTimeoutMs: Int
     /// `audit.ship`: copy every record into PostgreSQL (nil: the local file only).
     public var ship: AuditShipConfig?
+    /// `audit.signing_key.file`: the Ed25519 private key that signs checkpoints (nil: none).
+    public var signingKey: String?
+    public var checkpointIntervalS: Int
+    /// `audit.checkpoint_log`: where each checkpoint is also appended as a JSON line.
+    public var checkpointLog: String?
 
     public init(path: String, maxBodyBytes: Int = 65536, durability: Durability = .full,
-                maxQueue: Int = 10_000, busyTimeoutMs: Int = 1000, ship: AuditShipConfig? = nil) {
+                maxQueue: Int = 10_000, busyTimeoutMs: Int = 1000, ship: AuditShipConfig? = nil,
+                signingKey: String? = nil, checkpointIntervalS: Int = 60, checkpointLog: String? = nil) {
         self.ship = ship
+        self.signingKey = signingKey
+        self.checkpointIntervalS = checkpointIntervalS
+        self.checkpointLog = checkpointLog
         self.path = path
         self.maxBodyBytes = maxBodyBytes
         self.durability = durability

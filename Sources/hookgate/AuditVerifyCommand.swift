@@ -13,7 +13,11 @@ struct AuditVerifyCommand: ParsableCommand {
             id that disagrees with the records (rebuild those with `hookgate audit rebuild`), or
             when the file cannot be read. The last line on success names the
             newest record's seq and hash: note it somewhere else, and pass it back later with
-            --anchor to also detect that newer records were cut off the end.
+            --anchor to also detect that newer records were cut off the end. With a signing key
+            (audit.signing_key), --public-key checks the signed checkpoints (the file's, and
+            --checkpoints, the log kept elsewhere) instead: a cut tail, an older copy, records
+            rewritten with recomputed hashes, a forged checkpoint or another key fail (exit 1).
+            With --db postgresql://..., each replica's chain in the central database.
             """)
 
     @OptionGroup var database: AuditDatabaseOption

@@ -27,13 +27,15 @@ import Testing
 
         /// A gateway shipping as `replica`, with its own audit file in `dir/<home>` (default: the replica's name).
         @discardableResult
-        func start(replica: String, home: String? = nil) throws -> GatewayProcess {
+        func start(replica: String, home: String? = nil, audit extra: [String: Any] = [:]) throws -> GatewayProcess {
             let path = dir + "/" + (home ?? replica)
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
             var config = GatewayProcess.config(dir: path, simulator: sim,
                                                teams: [["name": "claims", "key_sha256": [key.sha256], "allow_hooks": ["e6db9c1a-d15f-4248-81fa-5b61fc321def"]]])
-            config["audit"] = ["path": path + "/audit.sqlite3",
-                               "ship": ["postgres": pg.uri, "password": ["env": "PG_PASSWORD"], "replica": replica]]
+            var audit: [String: Any] = ["path": path + "/audit.sqlite3",
+                                        "ship": ["postgres": pg.uri, "password": ["env": "PG_PASSWORD"], "replica": replica]]
+            for (k, v) in extra { audit[k] = v }
+            config["audit"] = audit
             let gw = try GatewayProcess(dir: path, config: config,
                                         environment: ["HOOKSHOT_SERVICE_TOKEN": Harness.serviceToken, "PG_PASSWORD": PostgresProcess.password])
             gateways[replica] = gw
@@ -98,8 +100,8 @@ import Testing
         #expect(pairs.count == 12)
         #expect(Set(pairs.compactMap { $0[0] }) == ["gw-1", "gw-2"])
         #expect(pairs.filter { $0[1] == "forbidden" }.allSatisfy { $0[2] == "403" })
-        let tables = try central.pg.query("SELECT version FROM hookgate_schema")
-        #expect(tables.map { $0[0] } == ["1"])
+        let versions = try central.pg.query("SELECT version FROM hookgate_schema ORDER BY version")
+        #expect(versions.map { $0[0] } == ["1", "2"])
 
         func audit(_ command: String, _ extra: [String] = []) throws -> (Int32, [String]) {
             let child = try ChildProcess(arguments: ["audit", command, "--db", central.pg.uri] + extra,
@@ -207,6 +209,25 @@ import Testing
         let error = ChildProcess.objects(impostor.child.stderrLines).first { $0["msg"] as? String == "audit shipping stopped" }
         #expect((error?["error"] as? String)?.contains("replica \"gw-1\"") == true, "\(error ?? [:])")
         #expect(try central.call(impostor) == 200, "calls go on")
+    }
+
+    @Test func signedCheckpointsAreShippedToo() throws {
+        let central = try Central("ship-checkpoints")
+        defer { central.stop() }
+        let keys = central.dir + "/keys"
+        try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
+        #expect(try ChildProcess(arguments: ["keygen", "--audit-signing-key", keys]).waitForExit() == 0)
+        let gw = try central.start(replica: "gw-1", audit: ["signing_key": ["file": keys + "/audit-signing.key.pem"], "checkpoint_interval_s": 1])
+        for _ in 0..<4 { _ = try central.call(gw) }
+        gw.stop()  // a final checkpoint, shipped on the way out
+        let local = try SQLiteConnection(path: gw.auditPath, readOnly: true)
+        let statement = try local.prepare("SELECT seq, signature FROM audit_checkpoints ORDER BY seq")
+        var mine: [String] = []
+        while try statement.step() { mine.append("\(statement.int(0)):\(statement.text(1) ?? "")") }
+        #expect(mine.last?.hasPrefix("8:") == true, "the clean stop signed the last record: \(mine)")
+        let theirs = try central.pg.query("SELECT seq, signature FROM audit_checkpoints WHERE replica = 'gw-1' ORDER BY seq")
+            .map { "\($0[0] ?? ""):\($0[1] ?? "")" }
+        #expect(theirs == mine)
     }
 
     @Test func aRetiredReplicasFileIsShippedByHand() throws {

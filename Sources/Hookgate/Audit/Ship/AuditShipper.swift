@@ -192,6 +192,7 @@ package final class AuditShipper: @unchecked Sendable {
             shipped = try CentralAudit.shippedThrough(central, replica: replica)
             progress(shipped, head)
         }
+        _ = try CentralAudit.shipCheckpoints(source: source, central: central, replica: replica, through: shipped)
         return (records, shipped, head)
     }
 

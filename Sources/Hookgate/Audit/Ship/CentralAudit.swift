@@ -8,7 +8,16 @@ import Foundation
 /// body as TEXT, any other as BLOB; PostgreSQL keeps both as `bytea`), so each replica's chain
 /// verifies there too.
 package enum CentralAudit {
-    static let version = 1
+    static let version = 2
+
+    /// Schema 2: the replicas' signed checkpoints (docs/audit.md, "Signed checkpoints").
+    static let checkpointsSQL = """
+        CREATE TABLE audit_checkpoints (
+            replica text NOT NULL, seq bigint NOT NULL, hash text NOT NULL, chain text NOT NULL,
+            at text NOT NULL, key text NOT NULL, signature text NOT NULL,
+            PRIMARY KEY (replica, seq, signature)
+        );
+        """
 
     static let requestTypes: [String: String] = [
         "seq": "bigint NOT NULL", "request_id": "text NOT NULL", "received_at": "text NOT NULL", "client_addr": "text NOT NULL",
@@ -81,6 +90,10 @@ package enum CentralAudit {
                 try pg.execute(schemaSQL)
                 try pg.execute("INSERT INTO hookgate_schema (version) VALUES (1)")
             }
+            if current < 2 {
+                try pg.execute(checkpointsSQL)
+                try pg.execute("INSERT INTO hookgate_schema (version) VALUES (2)")
+            }
             try pg.execute("COMMIT")
         } catch {
             _ = try? pg.execute("ROLLBACK")
@@ -95,6 +108,31 @@ package enum CentralAudit {
             if let row = rows.first, let hash = row.first ?? nil { return (table, hash) }
         }
         return nil
+    }
+
+    /// Copies the file's signed checkpoints that cover records already in PostgreSQL and are not
+    /// there yet (older files have none). Returns how many.
+    static func shipCheckpoints(source: SQLiteConnection, central pg: PostgresConnection, replica: String,
+                                through shipped: Int64) throws -> Int {
+        guard try source.scalarInt("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_checkpoints'") == 1 else {
+            return 0
+        }
+        let have = try pg.execute("SELECT coalesce(max(seq), 0) FROM audit_checkpoints WHERE replica = $1", [replica])
+        let after = have.first.flatMap { $0.first ?? nil }.flatMap { Int64($0) } ?? 0
+        let statement = try source.prepare("""
+            SELECT seq, hash, chain, at, key, signature FROM audit_checkpoints WHERE seq > ?1 AND seq <= ?2 ORDER BY seq, rowid
+            """)
+        try statement.bind([.int(after), .int(shipped)])
+        defer { statement.reset() }
+        var count = 0
+        while try statement.step() {
+            try pg.execute("""
+                INSERT INTO audit_checkpoints (replica, seq, hash, chain, at, key, signature) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                ON CONFLICT DO NOTHING
+                """, [replica, String(statement.int(0))] + (1...5).map { statement.text($0) })
+            count += 1
+        }
+        return count
     }
 
     /// The highest `seq` PostgreSQL holds for `replica` (0: none).

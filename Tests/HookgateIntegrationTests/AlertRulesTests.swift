@@ -34,10 +34,34 @@ struct AlertRulesTests {
         #expect(tested == 0, "\(testOutput)")
     }
 
-    @Test func everyMetricTheRulesNameIsExported() throws {
+    /// deploy/grafana/hookgate.json: what Grafana's importer needs of a dashboard, and its queries.
+    static func dashboardQueries() throws -> [String] {
+        let path = directory + "/../grafana/hookgate.json"
+        let dashboard = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        #expect(dashboard["title"] as? String == "Hookgate" && dashboard["uid"] as? String == "hookgate")
+        #expect((dashboard["schemaVersion"] as? Int ?? 0) >= 36)
+        let panels = try #require(dashboard["panels"] as? [[String: Any]])
+        #expect(panels.count >= 10)
+        #expect(Set(panels.compactMap { $0["id"] as? Int }).count == panels.count, "unique panel ids")
+        var queries: [String] = []
+        for panel in panels {
+            let grid = panel["gridPos"] as? [String: Int] ?? [:]
+            #expect(panel["title"] is String && panel["type"] as? String == "timeseries" && grid["w"] != nil && grid["h"] != nil)
+            let targets = panel["targets"] as? [[String: Any]] ?? []
+            #expect(!targets.isEmpty, "\(panel["title"] ?? "?") has queries")
+            queries += targets.compactMap { $0["expr"] as? String }
+        }
+        let variables = (dashboard["templating"] as? [String: Any])?["list"] as? [[String: Any]] ?? []
+        queries += variables.compactMap { $0["query"] as? String }
+        return queries
+    }
+
+    @Test func everyMetricTheRulesAndTheDashboardNameIsExported() throws {
         let rules = try String(contentsOfFile: Self.directory + "/hookgate.rules.yml", encoding: .utf8)
         let named = Set(rules.matches(of: /hookgate_[a-z_]+/).map { String($0.output) }).filter { !$0.hasPrefix("hookgate_replicas") }
         #expect(named.count >= 20)
+        let charted = Set(try Self.dashboardQueries().flatMap { $0.matches(of: /hookgate_[a-z_]+/).map { String($0.output) } })
+        #expect(charted.count >= 25)
 
         let dir = Harness.tempDir("alert-rules")
         let secret = "client-secret-" + UUID().uuidString
@@ -78,5 +102,7 @@ struct AlertRulesTests {
         }
         let missing = named.filter { !exported.contains($0) && !exported.contains($0 + "_bucket") }.sorted()
         #expect(missing.isEmpty, "named by the rules but not exported: \(missing)")
+        let notCharted = charted.filter { !exported.contains($0) }.sorted()
+        #expect(notCharted.isEmpty, "queried by the dashboard but not exported: \(notCharted)")
     }
 }

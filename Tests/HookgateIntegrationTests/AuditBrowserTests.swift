@@ -1,0 +1,80 @@
+import Foundation
+import Testing
+@testable import Hookgate
+
+/// scripts/audit-browser: Datasette (pinned, in a virtual environment) on an audit file the
+/// gateway wrote, read-only on 127.0.0.1, every ready query of deploy/datasette/metadata.yml
+/// answering through its JSON API (issue 18).
+@Suite struct AuditBrowserTests {
+    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("scripts/audit-browser").path
+
+    @Test func everyReadyQueryAnswersOnAFileTheGatewayWrote() throws {
+        let dir = Harness.tempDir("audit-browser")
+        let sim = try SimulatorProcess(dir: dir)
+        defer { sim.stop() }
+        let key = TeamKey()
+        let hook = "e6db9c1a-d15f-4248-81fa-5b61fc321def"
+        let gw = try GatewayProcess(dir: dir, config: GatewayProcess.config(dir: dir, simulator: sim, teams: [
+            ["name": "claims", "key_sha256": [key.sha256], "allow_hooks": [hook]],
+        ]))
+        let event = "29dd8606-4e01-46cb-aca2-dd6022e74865"
+        var requestIDs: [String] = []
+        for target in ["/hooks/\(hook)/requests/\(event)/redeliver", "/hooks/\(hook)/requests/\(event)/redeliver",
+                       "/hooks/0f0f0f0f-1111-4222-8333-444444444444/requests/\(event)/redeliver"] {
+            let answer = try RawHTTP.request(port: gw.port, target: target, headers: [("Authorization", "Bearer \(key.key)")])
+            requestIDs.append(answer.header("X-Request-Id") ?? "")
+        }
+        _ = try RawHTTP.request(port: gw.port, target: "/hooks/\(hook)/requests/\(event)/redeliver")  // no key: 401
+        gw.stop()
+
+        let port = RawHTTP.closedPort()
+        let cache = (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/hookgate/datasette-tests"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [Self.script, gw.auditPath, "--port", String(port)]
+        process.environment = ProcessInfo.processInfo.environment.merging(["HOOKGATE_DATASETTE_VENV": cache]) { $1 }
+        let log = dir + "/datasette.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: log)
+        process.standardError = FileHandle(forWritingAtPath: log)
+        try process.run()
+        defer {
+            // SIGKILL: a child of the test runner may have SIGTERM blocked (Harness.swift).
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        func json(_ path: String) throws -> [[String: Any]] {
+            let answer = try RawHTTP.request(port: port, method: "GET", target: path)
+            #expect(answer.status == 200, "\(path): \(answer.status) \(answer.text.prefix(300))")
+            return (try? JSONSerialization.jsonObject(with: Data(answer.body)) as? [[String: Any]]) ?? []
+        }
+        // The first run installs Datasette from PyPI.
+        let deadline = Date().addingTimeInterval(240)
+        while (try? RawHTTP.request(port: port, method: "GET", target: "/-/versions.json").status) != 200 {
+            guard process.isRunning, Date() < deadline else {
+                Issue.record("Datasette did not start: \((try? String(contentsOfFile: log, encoding: .utf8))?.suffix(600) ?? "")")
+                return
+            }
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+        let db = "/audit"
+        let period = "since=2026-01-01&until=2100-01-01&_shape=array"
+        let byHook = try json("\(db)/hook_redeliveries.json?hook_id=\(hook.uppercased())&\(period)")
+        #expect(byHook.map { $0["decision"] as? String } == ["forwarded", "forwarded", "unauthenticated"])
+        let refusals = try json("\(db)/refusals_by_team.json?\(period)")
+        #expect(Set(refusals.map { "\($0["team"] ?? "-"):\($0["decision"] ?? "")=\($0["calls"] ?? "")" })
+                == ["claims:forbidden=1", "<null>:unauthenticated=1"] || refusals.count == 2, "\(refusals)")
+        #expect(try json("\(db)/calls_without_response.json?_shape=array").isEmpty)
+        let redeliveries = try json("\(db)/redeliveries_of_request.json?event_request_id=\(event)&_shape=array")
+        #expect(redeliveries.count == 4)
+        let one = try json("\(db)/call_by_request_id.json?request_id=\(requestIDs[0])&_shape=array")
+        #expect(one.count == 1 && one.first?["status"] as? Int == 200 && one.first?["team"] as? String == "claims")
+        // The table with its facets, and nothing but the ready queries: ad hoc SQL is refused.
+        let table = try RawHTTP.request(port: port, method: "GET", target: "\(db)/audit_pairs.json?_facet=decision")
+        #expect(table.status == 200 && table.text.contains("\"facet_results\""))
+        #expect(try RawHTTP.request(port: port, method: "GET", target: "\(db).json?sql=select+count(*)+from+audit_requests").status == 403)
+        let page = try RawHTTP.request(port: port, method: "GET", target: db)
+        #expect(page.text.contains("Who redelivered a hook in a period"))
+    }
+}

@@ -78,6 +78,9 @@ package final class AuditShipper: @unchecked Sendable {
         var failingSince: Date?
         var backoffMs = 1000
         while true {
+            // A stop arrives once the audit writer has flushed (and signed its last checkpoint):
+            // the pass that ends the thread must start after it, not merely end after it.
+            let finalPass = stopping
             do {
                 if source == nil { source = try Self.openSource(path) }
                 if central == nil {
@@ -109,7 +112,8 @@ package final class AuditShipper: @unchecked Sendable {
                     ])
                 }
                 backoffMs = 1000
-                if stopping { return }
+                if finalPass { return }
+                if stopping { continue }
                 wait(ms: pollMs)
             } catch let conflict as ShipConflict {
                 state.withLock { $0.stopped = conflict.description; $0.failures += 1 }

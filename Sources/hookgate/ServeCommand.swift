@@ -70,8 +70,10 @@ struct KeygenCommand: ParsableCommand {
         do {
             let key = try AuditSigningKey.generate()
             let pem = try key.pem()
-            try Self.write(pem.privateKey, to: privatePath, mode: 0o600)
-            try Self.write(pem.publicKey, to: publicPath, mode: 0o644)
+            // Created here, never over an existing file; the umask can only narrow the mode.
+            for (text, path, mode) in [(pem.privateKey, privatePath, 0o600), (pem.publicKey, publicPath, 0o644)] {
+                if let problem = DurableWrite.write(text, to: path, exclusive: true, mode: mode) { throw AuditOutput.fail("\(path): \(problem)") }
+            }
             print("private key: \(privatePath) (mode 0600; audit.signing_key)")
             print("public key:  \(publicPath) (hookgate audit verify --public-key)")
             print("fingerprint: \(key.fingerprint)")
@@ -79,17 +81,6 @@ struct KeygenCommand: ParsableCommand {
             throw exit
         } catch {
             throw AuditOutput.fail("\(error)")
-        }
-    }
-
-    /// Creates `path` with `mode` (never wider: the umask only narrows) and writes `text`.
-    static func write(_ text: String, to path: String, mode: mode_t) throws {
-        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw AuditOutput.fail("\(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let bytes = Array(text.utf8)
-        guard bytes.withUnsafeBytes({ Foundation.write(fd, $0.baseAddress, $0.count) }) == bytes.count, fsync(fd) == 0 else {
-            throw AuditOutput.fail("\(path): \(String(cString: strerror(errno)))")
         }
     }
 }

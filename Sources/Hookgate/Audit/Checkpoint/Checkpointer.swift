@@ -35,21 +35,9 @@ final class Checkpointer {
             break
         case .success(let checkpoint?):
             lastSigned = checkpoint.seq
-            if let logPath, let problem = Self.append(checkpoint.jsonLine + "\n", to: logPath) {
+            if let logPath, let problem = DurableWrite.write(checkpoint.jsonLine + "\n", to: logPath, exclusive: false, mode: 0o640) {
                 onNotice("audit checkpoint signed but not appended to \(logPath): \(problem)")
             }
         }
-    }
-
-    /// Appends and fsyncs one line; the reason when it could not.
-    static func append(_ line: String, to path: String) -> String? {
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { return String(cString: strerror(errno)) }
-        defer { Foundation.close(fd) }
-        let bytes = Array(line.utf8)
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard written == bytes.count else { return written < 0 ? String(cString: strerror(errno)) : "short write" }
-        guard fsync(fd) == 0 else { return String(cString: strerror(errno)) }
-        return nil
     }
 }

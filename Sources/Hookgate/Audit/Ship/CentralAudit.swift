@@ -33,6 +33,16 @@ package enum CentralAudit {
         "prev_hash": "text NOT NULL",
     ]
 
+    /// A column's value as the gateway wrote it to SQLite, from PostgreSQL's text for it:
+    /// integer and double columns by their PostgreSQL type, text otherwise (`bytea` is the
+    /// caller's, which needs `upstream_body_is_text`).
+    static func value(_ text: String, column: String) -> SQLValue {
+        let type = responseTypes[column] ?? requestTypes[column] ?? "text"
+        if type.hasPrefix("bigint") || type.hasPrefix("integer") { return Int64(text).map(SQLValue.int) ?? .text(text) }
+        if type.hasPrefix("double") { return Double(text).map(SQLValue.double) ?? .text(text) }
+        return .text(text)
+    }
+
     /// Columns COPY writes, in order.
     static let requestCopyColumns = ["replica"] + AuditSchema.requestColumns + ["hash"]
     static let responseCopyColumns = ["replica"] + AuditSchema.responseColumns + ["hash", "upstream_body_is_text"]

@@ -9,8 +9,6 @@ package final class CentralQuery {
     private let pg: PostgresConnection
     /// The view's columns, `replica` first.
     package static let pairColumns = ["replica"] + AuditSchema.pairColumns
-    static let integerColumns: Set<String> = ["status", "upstream_status"]
-    static let realColumns: Set<String> = ["upstream_ms", "total_ms"]
 
     package init(uri: String) throws {
         pg = try PostgresConnection(uri: uri, password: nil, applicationName: "hookgate audit")
@@ -90,9 +88,6 @@ package final class CentralQuery {
     }
 
     private static func value(_ text: String?, column: String) -> SQLValue {
-        guard let text else { return .null }
-        if integerColumns.contains(column) { return Int64(text).map(SQLValue.int) ?? .text(text) }
-        if realColumns.contains(column) { return Double(text).map(SQLValue.double) ?? .text(text) }
-        return .text(text)
+        text.map { CentralAudit.value($0, column: column) } ?? .null
     }
 }

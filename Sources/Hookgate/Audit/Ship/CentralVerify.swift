@@ -126,17 +126,12 @@ package struct CentralVerification: Sendable, Equatable {
                     values.append(.null)
                     continue
                 }
-                let type = types[name] ?? "text"
-                if type.hasPrefix("bigint") || type.hasPrefix("integer") {
-                    values.append(.int(Int64(text) ?? 0))
-                } else if type.hasPrefix("double") {
-                    values.append(.double(Double(text) ?? .nan))
-                } else if type.hasPrefix("bytea") {
+                if types[name]?.hasPrefix("bytea") == true {
                     let bytes = Hex.decode(text.hasPrefix("\\x") ? String(text.dropFirst(2)) : text) ?? []
                     let isText = cells[columns.count + 1] == "t"
                     values.append(isText ? .text(String(decoding: bytes, as: UTF8.self)) : .blob(bytes))
                 } else {
-                    values.append(.text(text))
+                    values.append(CentralAudit.value(text, column: name))
                 }
             }
             guard case .int(let seq) = values[0], let prevHash = cells[columns.count - 1], let hash = cells[columns.count] else {

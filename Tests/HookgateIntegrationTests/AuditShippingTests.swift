@@ -206,6 +206,10 @@ import Testing
         let impostor = try central.start(replica: "gw-1", home: "other")
         for _ in 0..<2 { _ = try central.call(impostor) }
         try impostor.child.wait("shipping stopped") { central.metric(impostor, "hookgate_audit_ship_stopped") == 1 }
+        // The log line reaches the pipe a moment after the metric changes.
+        try impostor.child.wait("the stop logged") {
+            ChildProcess.objects(impostor.child.stderrLines).contains { $0["msg"] as? String == "audit shipping stopped" }
+        }
         let error = ChildProcess.objects(impostor.child.stderrLines).first { $0["msg"] as? String == "audit shipping stopped" }
         #expect((error?["error"] as? String)?.contains("replica \"gw-1\"") == true, "\(error ?? [:])")
         #expect(try central.call(impostor) == 200, "calls go on")

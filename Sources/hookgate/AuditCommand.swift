@@ -17,9 +17,32 @@ struct AuditCommand: ParsableCommand {
 
 /// `--db FILE`, shared by every `audit` subcommand.
 struct AuditDatabaseOption: ParsableArguments {
-    @Option(help: ArgumentHelp("The audit database (opened read-only), or the central one: postgresql://user@host/db (password from PGPASSWORD or ~/.pgpass).",
-                               valueName: "file"))
-    var db: String
+    @Option(name: .customLong("db"),
+            help: ArgumentHelp("The audit database (opened read-only), or the central one: postgresql://user@host/db (password from PGPASSWORD or ~/.pgpass). verify, list, export and show take it several times, or a directory, for the files of a rotated audit (audit.rotate), read as one chain.",
+                               valueName: "file|dir"))
+    var all: [String] = []
+
+    /// The one `--db` (the first, for commands that take one).
+    var db: String { all.first ?? "" }
+
+    func validate() throws {
+        guard !all.isEmpty else { throw ValidationError("Missing expected argument '--db <file|dir>'") }
+        if isCentral, all.count > 1 { throw ValidationError("--db postgresql://... is given once, alone") }
+    }
+
+    /// The file set of a rotated audit (several `--db`, or a directory), in chain order.
+    func files() throws -> AuditFileSet {
+        do { return try AuditFileSet(all) } catch { throw AuditOutput.fail(error.description) }
+    }
+
+    /// For commands that read one file: several, or a directory, is a usage error.
+    func single() throws -> String {
+        var isDirectory: ObjCBool = false
+        if all.count > 1 || (FileManager.default.fileExists(atPath: db, isDirectory: &isDirectory) && isDirectory.boolValue) {
+            throw ValidationError("this command reads one audit file: give --db once, with a file")
+        }
+        return db
+    }
 
     /// `--db` names the central PostgreSQL database (`audit.ship`), not a file.
     var isCentral: Bool { db.hasPrefix("postgresql://") || db.hasPrefix("postgres://") }
@@ -34,8 +57,9 @@ struct AuditDatabaseOption: ParsableArguments {
 
     /// Opens the database, or prints why not and exits 1 (not a usage error: the file is the problem).
     func open() throws -> AuditQuery {
+        let path = try single()
         do {
-            return try AuditQuery(path: db)
+            return try AuditQuery(path: path)
         } catch {
             throw AuditOutput.fail(error.description)
         }

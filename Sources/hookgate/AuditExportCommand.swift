@@ -35,8 +35,19 @@ struct AuditExportCommand: ParsableCommand {
             let central = try database.openCentral()
             each = { try central.forEachPair(filter, replica: filters.replica, $0) }
         } else {
-            let query = try database.open()
-            each = { try query.forEachPair(filter, $0) }
+            // Each file of a rotated audit in chain order, until the limit is reached.
+            let set = try database.files()
+            each = { body in
+                var left = filter.limit
+                for file in set.files where left != 0 {
+                    var part = filter
+                    part.limit = left
+                    try file.query.forEachPair(part, next: set.file(after: file)?.path) { row in
+                        try body(row)
+                        left = left.map { $0 - 1 }
+                    }
+                }
+            }
         }
         let out = AuditOutput.Stdout()
         var count = 0

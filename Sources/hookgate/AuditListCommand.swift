@@ -29,8 +29,20 @@ struct AuditListCommand: ParsableCommand {
                 throw AuditOutput.fail("\(error)")
             }
         } else {
-            let query = try database.open()
-            do { result = try query.list(filter, columns: AuditFormat.listColumns) } catch { throw AuditOutput.fail(error.description) }
+            // Each file of a rotated audit in chain order, until the limit is reached.
+            let set = try database.files()
+            var rows = AuditRows(columns: AuditFormat.listColumns, rows: [], truncated: false)
+            for file in set.files where !rows.truncated {
+                var part = filter
+                if let limit = filter.limit { part.limit = limit - rows.rows.count }
+                if part.limit == 0 { rows.truncated = true; break }
+                do {
+                    let got = try file.query.list(part, columns: AuditFormat.listColumns, next: set.file(after: file)?.path)
+                    rows.rows += got.rows
+                    rows.truncated = got.truncated
+                } catch { throw AuditOutput.fail(error.description) }
+            }
+            result = rows
         }
         var table: [UInt8] = []
         AuditFormat.writeTable(result.rows, columns: result.columns, from: result.columns, into: &table)

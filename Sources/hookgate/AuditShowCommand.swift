@@ -32,9 +32,20 @@ struct AuditShowCommand: ParsableCommand {
             out.flush()
             return
         }
-        let query = try database.open()
-        let pair: AuditRecordPair?
-        do { pair = try query.show(requestID: requestID) } catch { throw AuditOutput.fail(error.description) }
+        // In a rotated audit, the request's file, and the response from the next file when the
+        // call was in flight at the rotation.
+        let set = try database.files()
+        var pair: AuditRecordPair?
+        do {
+            for file in set.files {
+                guard var found = try file.query.show(requestID: requestID) else { continue }
+                if found.response == nil, let next = set.file(after: file) {
+                    found.response = try next.query.show(responseOf: requestID)
+                }
+                pair = found
+                break
+            }
+        } catch { throw AuditOutput.fail(error.description) }
         guard let pair else {
             throw AuditOutput.fail("no request \(UUIDText.canonical(requestID) ?? requestID) in \(database.db)")
         }

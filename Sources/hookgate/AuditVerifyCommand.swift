@@ -65,44 +65,60 @@ struct AuditVerifyCommand: ParsableCommand {
 
     func run() throws {
         if central { return try verifyCentral() }
-        let query = try database.open()
-        let result: AuditVerification
+        let set = try database.files()
+        let several = set.files.count > 1
+        let result: AuditSetVerification
         let meter = isatty(STDERR_FILENO) == 1 ? ProgressLine() : nil
         do {
-            result = try query.verify(progress: meter.map { meter in { meter.update(done: $0, total: $1) } })
+            result = try set.verify(progress: meter.map { meter in { meter.update(done: $0, total: $1) } })
         } catch {
             meter?.clear()
             throw AuditOutput.fail(error.description)
         }
         meter?.clear()
-        if let broken = result.broken {
+        if var broken = result.broken {
+            // One file: the record alone, as always; several: the file's name leads.
+            if !several, let colon = broken.range(of: ": ") { broken = String(broken[colon.upperBound...]) }
             print("audit chain BROKEN at \(broken)")
             throw ExitCode(1)
         }
         for (seq, hash) in anchor.compactMap(Self.parseAnchor) {
             let stored: String?
-            do { stored = try query.hash(seq: seq) } catch { throw AuditOutput.fail(error.description) }
+            do { stored = try set.file(holding: seq)?.query.hash(seq: seq) } catch { throw AuditOutput.fail(error.description) }
             guard stored == hash else {
                 print("audit chain BROKEN at anchor seq \(seq): "
                       + (stored == nil ? "the record is gone (the log was truncated or replaced)" : "its hash differs (the log was rewritten)"))
                 throw ExitCode(1)
             }
         }
-        let signed = try checkSignedCheckpoints(query, last: result.lastSeq ?? 0)
-        if let mismatch = result.derivedMismatch {
-            print("audit derived tables DISAGREE: \(mismatch). The chain itself is whole; "
-                  + "hookgate audit rebuild --db \(database.db) writes them again from the records")
-            throw ExitCode(1)
+        let signed = try checkSignedCheckpoints(set, result)
+        for (path, one) in result.perFile {
+            if let mismatch = one.derivedMismatch {
+                print("audit derived tables DISAGREE\(several ? " in \((path as NSString).lastPathComponent)" : ""): \(mismatch). The chain itself is whole; "
+                      + "hookgate audit rebuild --db \(path) writes them again from the records")
+                throw ExitCode(1)
+            }
         }
         func count(_ n: Int, _ one: String, _ many: String) -> String { "\(n) \(n == 1 ? one : many)" }
-        if let through = result.derivedThrough, through == 0 {
+        if several {
+            let derived = result.perFile.filter { $0.result.derivedThrough != nil }.count
+            print("audit derived tables OK: the summaries and the lookup of \(derived) of \(set.files.count) files agree with their records")
+        } else if let through = result.perFile.first?.result.derivedThrough, through < result.firstSeq {
             print("audit derived tables OK: no batch written yet (the views and lookups read the records themselves)")
-        } else if let through = result.derivedThrough {
+        } else if let through = result.perFile.first?.result.derivedThrough {
             print("audit derived tables OK: the summaries and the lookup agree with the records up to seq \(through)")
         } else {
             print("audit derived tables: none in this file (written before schema 3; hookgate audit rebuild adds them)")
         }
         if let signed { print(signed) }
+        if several || result.firstSeq > 1 {
+            var line = "audit files: \(count(set.files.count, "file", "files")) in chain order, records \(result.firstSeq)-\(result.lastSeq ?? 0)"
+            if result.firstSeq > 1 {
+                line += "; the chain starts before them (seq \(result.firstSeq - 1) and earlier are in files not given"
+                    + (result.responsesBeforeFirstFile > 0 ? ", with the requests of \(result.responsesBeforeFirstFile) responses" : "") + ")"
+            }
+            print(line)
+        }
         print("audit chain OK: \(count(result.records, "record", "records")), "
               + "\(count(result.pairs, "complete pair", "complete pairs")), "
               + "\(count(result.incomplete, "request without a response", "requests without a response"))")
@@ -166,11 +182,12 @@ extension AuditVerifyCommand {
     /// The checkpoints of the file and of --checkpoints, against --public-key and the chain (whole
     /// by now, up to `last`). Prints BROKEN and exits 1 at the first that does not hold; else
     /// returns the line to print.
-    func checkSignedCheckpoints(_ query: AuditQuery, last: Int64) throws -> String? {
-        let inFile: [AuditCheckpoint]
-        do { inFile = try query.checkpoints() } catch { throw AuditOutput.fail(error.description) }
+    func checkSignedCheckpoints(_ set: AuditFileSet, _ verified: AuditSetVerification) throws -> String? {
+        let last = verified.lastSeq ?? 0
+        var inFile: [AuditCheckpoint] = []
+        do { for file in set.files { inFile += try file.query.checkpoints() } } catch { throw AuditOutput.fail(error.description) }
         guard let publicKey else {
-            return inFile.isEmpty ? nil : "audit checkpoints: \(inFile.count) in the file, not checked (pass --public-key PEM)"
+            return inFile.isEmpty ? nil : "audit checkpoints: \(inFile.count) in the file\(set.files.count > 1 ? "s" : ""), not checked (pass --public-key PEM)"
         }
         let key: AuditSigningKey
         do { key = try AuditSigningKey.load(path: publicKey, publicOnly: true) } catch { throw AuditOutput.fail("--public-key \(error)") }
@@ -189,7 +206,8 @@ extension AuditVerifyCommand {
             throw ExitCode(1)
         }
         let chain: String?
-        do { chain = try query.hash(seq: 1) } catch { throw AuditOutput.fail(error.description) }
+        do { chain = try set.files.first?.query.chainID() } catch { throw AuditOutput.fail(error.description) }
+        var before = 0
         for (checkpoint, source) in all.sorted(by: { $0.0.seq < $1.0.seq }) {
             let place = "checkpoint seq \(checkpoint.seq) signed \(checkpoint.at) (from \(source))"
             if let problem = checkpoint.problem(under: key) {
@@ -204,8 +222,12 @@ extension AuditVerifyCommand {
                 print("audit chain BROKEN at \(place): the file ends at seq \(last), records signed up to seq \(checkpoint.seq) were cut off (or the file is an older copy)")
                 throw ExitCode(1)
             }
+            guard checkpoint.seq >= verified.firstSeq else {
+                before += 1  // in a file not given (retired under the retention policy)
+                continue
+            }
             let stored: String?
-            do { stored = try query.hash(seq: checkpoint.seq) } catch { throw AuditOutput.fail(error.description) }
+            do { stored = try set.file(holding: checkpoint.seq)?.query.hash(seq: checkpoint.seq) } catch { throw AuditOutput.fail(error.description) }
             guard stored == checkpoint.hash else {
                 print("audit chain BROKEN at \(place): record seq \(checkpoint.seq) is not the one signed (records up to it were rewritten after it)")
                 throw ExitCode(1)
@@ -213,8 +235,9 @@ extension AuditVerifyCommand {
         }
         let newest = all.max { $0.0.seq < $1.0.seq }!.0
         let fromLog = all.count - inFile.count
-        return "audit checkpoints OK: \(inFile.count) in the file\(checkpoints == nil ? "" : ", \(fromLog) in the log")"
+        return "audit checkpoints OK: \(inFile.count) in the file\(set.files.count > 1 ? "s" : "")\(checkpoints == nil ? "" : ", \(fromLog) in the log")"
             + " signed by \(key.fingerprint.prefix(16))…, the newest at seq \(newest.seq) (\(newest.at)); "
             + "\(last - newest.seq) records after it are not signed yet"
+            + (before > 0 ? "; \(before) cover records before the files given (not checked)" : "")
     }
 }

@@ -72,6 +72,11 @@ final class Metrics {
         counter(&out, "hookgate_audit_refusals_total", "Calls answered 503 because they could not be recorded.", auditRefusals)
         gauge(&out, "hookgate_audit_queue_depth", "Audit records waiting for the writer.", audit.queueDepth)
         gauge(&out, "hookgate_audit_healthy", "1 when the last audit commit succeeded.", audit.healthy ? 1 : 0)
+        if gateway.config.audit.rotate != nil {
+            counter(&out, "hookgate_audit_rotations_total", "Audit file rotations (audit.rotate).", audit.rotations)
+            gauge(&out, "hookgate_audit_rotation_waiting", "1 while a due rotation waits for another connection to close the audit file.",
+                  audit.rotationWaiting ? 1 : 0)
+        }
         let tokens = gateway.tokens
         counter(&out, "hookgate_token_requests_total", "OAuth2 token requests sent to the token endpoint.", tokens.stats.requests)
         counter(&out, "hookgate_token_request_failures_total", "OAuth2 token requests that failed.", tokens.stats.failures)

@@ -14,7 +14,9 @@ final class AuditFile {
     private let maxBodyBytes: Int
     private let busyTimeoutMs: Int
     private var db: SQLiteConnection?
-    private var fileIdentity: (dev: UInt64, ino: UInt64)?
+    private var fileIdentity: FileIdentity?
+    /// This file's place in the chain (`audit_file`), as read when it was opened.
+    private var segment = AuditSegment()
     private(set) var headSeq: Int64 = 0
     private var headHash = AuditChain.genesis
     private var insertRequest: SQLiteStatement?
@@ -70,9 +72,7 @@ final class AuditFile {
                     try db.execute("COMMIT")
                     return .success(nil)
                 }
-                let first = try db.prepare("SELECT hash FROM audit_requests WHERE seq = 1 UNION ALL SELECT hash FROM audit_responses WHERE seq = 1")
-                let chain = try first.step() ? first.text(0) ?? "" : ""
-                first.reset()
+                let chain = try AuditSegment.chainID(db, segment) ?? ""
                 let checkpoint = try AuditCheckpoint.signed(chain: chain, seq: headSeq, hash: headHash, at: at, by: signer)
                 let insert = try db.prepare("INSERT INTO audit_checkpoints (seq, hash, chain, at, key, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
                 try insert.run([.int(checkpoint.seq), .text(checkpoint.hash), .text(chain), .text(at), .text(checkpoint.key),
@@ -109,11 +109,15 @@ final class AuditFile {
         }
         batch = AuditDerived.Batch(firstSeq: through + 1)
         openRequests = [:]
-        // The newest record of either table: two probes of the rowid B-trees' right edges.
+        segment = try AuditSegment.read(connection)
+        // The newest record of either table: two probes of the rowid B-trees' right edges; in a
+        // file without records yet, the record its chain continues (`audit_file`).
         let head = try connection.prepare("""
             SELECT seq, hash FROM (SELECT seq, hash FROM audit_requests ORDER BY seq DESC LIMIT 1)
             UNION ALL
             SELECT seq, hash FROM (SELECT seq, hash FROM audit_responses ORDER BY seq DESC LIMIT 1)
+            UNION ALL
+            SELECT first_seq - 1, prev_hash FROM audit_file
             ORDER BY seq DESC LIMIT 1
             """)
         headStatement = head
@@ -127,7 +131,7 @@ final class AuditFile {
             """)
         beginStatement = try connection.prepare("BEGIN IMMEDIATE")
         commitStatement = try connection.prepare("COMMIT")
-        fileIdentity = Self.identity(of: path)
+        fileIdentity = FileIdentity(path: path)
         db = connection
     }
 
@@ -157,12 +161,6 @@ final class AuditFile {
         db = nil
     }
 
-    private static func identity(of path: String) -> (dev: UInt64, ino: UInt64)? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        return (UInt64(st.st_dev), UInt64(st.st_ino))
-    }
-
     /// The checks made before every group, on the file itself (one stat): still the file that
     /// was opened, and writable. Opens the connection if it is closed.
     private func checkFile() throws(AuditError) {
@@ -171,7 +169,7 @@ final class AuditFile {
         if db != nil {
             // A file removed or replaced under us would swallow records unseen: fail closed
             // and start over on a new file with the next group.
-            guard exists, let opened = fileIdentity, opened == (UInt64(st.st_dev), UInt64(st.st_ino)) else {
+            guard exists, let opened = fileIdentity, opened == FileIdentity(path: path) else {
                 closeConnection()
                 throw AuditError(.fileReplaced, message: "audit file \(path) was removed or replaced; a new file is started")
             }
@@ -288,6 +286,56 @@ final class AuditFile {
         } catch {
             closeConnection()  // reopened with the next group; its catch-up derives what is missing
             return error
+        }
+    }
+
+    // MARK: - Rotation
+
+    /// What `rotateIfDue` did.
+    enum Rotation {
+        case notDue
+        /// Another connection has the file open: nothing changed; try again later.
+        case waiting
+        case rotated(archive: String, firstSeq: Int64, lastSeq: Int64)
+    }
+
+    /// Rotates the file (`AuditRotator`) if `rule` says it is time: its pages reach `max_bytes`
+    /// (main file and -wal alike), or it was started on an earlier UTC day than `now` and holds
+    /// a record. The writer calls it between groups, so the file closes at a record boundary.
+    /// `beforeSealing` runs when it is due, before anything changes (the writer signs a checkpoint).
+    func rotateIfDue(_ rule: AuditRotation, now: Date, beforeSealing: () -> Void) -> Result<Rotation, AuditError> {
+        // A file without a record of its own is never rotated (a new file may be larger than
+        // a small max_bytes already: its tables and indexes take about 80 KiB).
+        guard let db, let identity = fileIdentity, headSeq >= segment.firstSeq else { return .success(.notDue) }
+        do throws(AuditError) {
+            var due = false
+            if let maxBytes = rule.maxBytes {
+                let pages = try db.scalarInt("PRAGMA page_count") ?? 0, pageSize = try db.scalarInt("PRAGMA page_size") ?? 0
+                due = pages * pageSize >= Int64(maxBytes)
+            }
+            if rule.daily, !due, let started = segment.startedAt {
+                due = started.prefix(10) < Timestamp.rfc3339(now).prefix(10)
+            }
+            guard due else { return .success(.notDue) }
+            beforeSealing()
+            guard let db = self.db else { return .success(.notDue) }
+            let batch = self.batch
+            guard let sealed = try AuditRotator.seal(db, path: path, now: now, busyTimeoutMs: busyTimeoutMs, finalize: { db, last throws(AuditError) in
+                // The rotated file keeps complete derived data: its reports need no records read.
+                _ = try AuditDerived.write(batch, db, through: last, limit: .max)
+            }) else { return .success(.waiting) }
+            guard let sealed, let last = sealed.lastSeq else {
+                return .success(.notDue)
+            }
+            let archive = try AuditRotator.finish(db, path: path, identity: identity, durability: durability,
+                                                  busyTimeoutMs: busyTimeoutMs, now: now)
+            closeConnection()
+            try open()
+            return .success(.rotated(archive: archive ?? sealed.archivedAs ?? "", firstSeq: sealed.firstSeq, lastSeq: last))
+        } catch {
+            // Reopened with the next group, which finishes a sealed file's rotation.
+            closeConnection()
+            return .failure(error)
         }
     }
 

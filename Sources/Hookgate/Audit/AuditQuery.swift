@@ -72,6 +72,7 @@ public final class AuditQuery {
     /// called now and then with (records checked, records in all).
     /// The derived tables (summaries, lookup) are checked against the records at the same time,
     /// on a second thread and connection (`AuditDerivedCheck`).
+    /// The chain starts where the file's `audit_file` row says (seq 1 but in a rotated file).
     public func verify(progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws(AuditQueryError) -> AuditVerification {
         let derived = hasDerivedTables ? AuditDerivedCheck.Running(path: path) : nil
         var chain: AuditVerification
@@ -93,9 +94,11 @@ public final class AuditQuery {
 
     private func verifyChain(progress: ((_ done: Int, _ total: Int) -> Void)?) throws(AuditQueryError) -> AuditVerification {
         try readTransaction { () throws(AuditError) -> AuditVerification in
-            let report = try AuditChain.verify(db, progress: progress)
+            let segment = try AuditSegment.read(db)
+            let report = try AuditChain.verify(db, start: (segment.firstSeq, segment.prevHash), progress: progress)
             var result = AuditVerification(records: report.records, pairs: report.pairs,
                                            incomplete: report.incomplete, broken: report.broken)
+            result.responsesToEarlierFile = report.responsesToEarlierFile
             let head = try db.prepare("""
                 SELECT seq, hash FROM audit_requests UNION ALL SELECT seq, hash FROM audit_responses
                  ORDER BY seq DESC LIMIT 1
@@ -106,6 +109,20 @@ public final class AuditQuery {
             }
             head.reset()
             return result
+        }
+    }
+
+    /// Which of these gateway request ids have a request record here.
+    package func requestSeqs(_ ids: [String]) throws(AuditQueryError) -> [String: Int64] {
+        try readTransaction { () throws(AuditError) -> [String: Int64] in
+            let statement = try db.prepare("SELECT seq FROM audit_requests WHERE request_id = ?1")
+            var found: [String: Int64] = [:]
+            for id in ids {
+                try statement.bind([.text(id)])
+                if try statement.step() { found[id] = statement.int(0) }
+                statement.reset()
+            }
+            return found
         }
     }
 
@@ -121,6 +138,17 @@ public final class AuditQuery {
             guard try statement.step() else { return nil }
             return statement.text(0)
         }
+    }
+
+    /// Where the file's records sit in the chain (`audit_file`; a file from before rotation
+    /// existed starts at seq 1).
+    package func segment() throws(AuditQueryError) -> AuditSegment {
+        try readTransaction { () throws(AuditError) -> AuditSegment in try AuditSegment.read(db) }
+    }
+
+    /// The chain's name: the hash of record seq 1, carried by every later file.
+    package func chainID() throws(AuditQueryError) -> String? {
+        try readTransaction { () throws(AuditError) -> String? in try AuditSegment.chainID(db, AuditSegment.read(db)) }
     }
 
     /// The signed checkpoints the file holds (none before schema 4), oldest first.
@@ -145,11 +173,13 @@ public final class AuditQuery {
     /// Rows of `audit_pairs` matching `filter`, at most `filter.limit` of them; `truncated`
     /// tells whether more would have matched.
     /// `columns`: those of `pairColumns` to read (all by default), in this order.
-    public func list(_ filter: AuditFilter, columns: [String] = AuditQuery.pairColumns) throws(AuditQueryError) -> AuditRows {
+    /// `next`: the file that follows this one in the chain (rotation): a call whose request is in
+    /// this file and whose response went into the next one is listed whole.
+    public func list(_ filter: AuditFilter, columns: [String] = AuditQuery.pairColumns, next: String? = nil) throws(AuditQueryError) -> AuditRows {
         var probe = filter
         if let limit = filter.limit, limit < Int.max { probe.limit = limit + 1 }
         var rows: [[SQLValue]] = []
-        try run(probe, columns: columns) { rows.append($0); return true }
+        try run(probe, columns: columns, next: next) { rows.append($0); return true }
         var truncated = false
         if let limit = filter.limit, rows.count > limit {
             rows.removeLast(rows.count - limit)
@@ -160,9 +190,9 @@ public final class AuditQuery {
 
     /// Streams the rows of `audit_pairs` matching `filter` (in `pairColumns` order) to `body`,
     /// without holding them all in memory. An error thrown by `body` stops the walk and is rethrown.
-    public func forEachPair(_ filter: AuditFilter, _ body: ([SQLValue]) throws -> Void) throws {
+    public func forEachPair(_ filter: AuditFilter, next: String? = nil, _ body: ([SQLValue]) throws -> Void) throws {
         var failure: (any Error)?
-        try run(filter) { row in
+        try run(filter, next: next) { row in
             do { try body(row) } catch { failure = error }
             return failure == nil
         }
@@ -170,10 +200,12 @@ public final class AuditQuery {
     }
 
     /// Steps through the matching rows while `body` returns true.
-    private func run(_ filter: AuditFilter, columns: [String] = AuditQuery.pairColumns,
+    private func run(_ filter: AuditFilter, columns: [String] = AuditQuery.pairColumns, next: String? = nil,
                      _ body: ([SQLValue]) -> Bool) throws(AuditQueryError) {
         precondition(columns.allSatisfy(Self.pairColumns.contains), "not a column of audit_pairs")
         let (sql, parameters) = filter.query(eventLookup: hasDerivedTables, columns: columns)
+        if let next { try attach(next) }
+        defer { if next != nil { detach() } }
         try readTransaction { () throws(AuditError) in
             let statement = try db.prepare(sql)
             try statement.bind(parameters)
@@ -188,6 +220,36 @@ public final class AuditQuery {
         }
     }
 
+    /// The file after this one in the chain, attached read-only, and a temporary `audit_pairs`
+    /// (found before the file's own) whose response comes from either file.
+    private func attach(_ next: String) throws(AuditQueryError) {
+        do throws(AuditError) {
+            let attach = try db.prepare("ATTACH ?1 AS next_file")
+            // Opened with this connection's flags: read-only.
+            try attach.run([.text(next)])
+            let request: Set = ["request_id", "received_at", "client_addr", "team", "key_fingerprint", "method", "path", "hook_id",
+                                "event_request_id", "user_agent", "client_request_id", "config_version"]
+            let columns = Self.pairColumns.map { column in
+                if request.contains(column) { return "q.\(column)" }
+                if column == "decision" { return "COALESCE(r.decision, n.decision, q.decision) AS decision" }
+                return "CASE WHEN r.request_id IS NULL THEN n.\(column) ELSE r.\(column) END AS \(column)"
+            }
+            try db.execute("""
+                CREATE TEMP VIEW audit_pairs AS SELECT \(columns.joined(separator: ", "))
+                  FROM main.audit_requests q LEFT JOIN main.audit_responses r ON r.request_id = q.request_id
+                  LEFT JOIN next_file.audit_responses n ON r.request_id IS NULL AND n.request_id = q.request_id
+                """)
+        } catch {
+            detach()
+            throw .sqlite(error)
+        }
+    }
+
+    private func detach() {
+        try? db.execute("DROP VIEW IF EXISTS temp.audit_pairs")
+        try? db.execute("DETACH next_file")
+    }
+
     // MARK: - show
 
     /// Every stored column of the request record with this gateway request id (any case) and
@@ -198,6 +260,13 @@ public final class AuditQuery {
             guard let request = try record(table: "audit_requests", requestID: id) else { return nil }
             return AuditRecordPair(request: request, response: try record(table: "audit_responses", requestID: id))
         }
+    }
+
+    /// The response record of this request id, when it is in this file (the request may be in
+    /// the file before: a call in flight at a rotation).
+    public func show(responseOf requestID: String) throws(AuditQueryError) -> [AuditField]? {
+        let id = UUIDText.canonical(requestID) ?? requestID
+        return try readTransaction { () throws(AuditError) -> [AuditField]? in try record(table: "audit_responses", requestID: id) }
     }
 
     /// `table` is one of two literals above, never user input.
@@ -263,6 +332,8 @@ public struct AuditVerification: Sendable, Equatable {
     /// The newest record's seq and hash (nil for an empty database).
     public var lastSeq: Int64?
     public var lastHash: String?
+    /// A rotated file's responses to requests in the file before it (checked when both are given).
+    public var responsesToEarlierFile: [String] = []
 
     /// The chain is whole (the summaries may still disagree: `derivedMismatch`).
     public var isIntact: Bool { broken == nil }
@@ -274,6 +345,12 @@ public struct AuditRows: Sendable, Equatable {
     public var rows: [[SQLValue]]
     /// More rows matched than the filter's limit.
     public var truncated: Bool
+
+    public init(columns: [String], rows: [[SQLValue]], truncated: Bool) {
+        self.columns = columns
+        self.rows = rows
+        self.truncated = truncated
+    }
 }
 
 /// One stored column of one record.

@@ -35,6 +35,10 @@ package final class AuditWriter: Sendable {
         /// Batches of derived data written (AuditDerived), and the longest one took (seconds).
         package var derivedBatches = 0
         package var slowestDerivedBatch = 0.0
+        /// Rotations done (`audit.rotate`), and whether one is due but waits for another
+        /// connection to close the file.
+        package var rotations = 0
+        package var rotationWaiting = false
 
         /// A commit that wrote a derived batch in `seconds` (nil: it wrote none).
         mutating func countDerivedBatch(_ seconds: Double?) {
@@ -65,6 +69,9 @@ package final class AuditWriter: Sendable {
     private let stopped = DispatchSemaphore(value: 0)
     private let onFailure: @Sendable (String) -> Void
     private let onRecovery: @Sendable () -> Void
+    private let onNotice: @Sendable (String) -> Void
+    private let rotation: AuditRotation?
+    private let path: String
 
     /// How often an idle writer checks that the file is still writable (for /readyz).
     static let probeIntervalSeconds = 1.0
@@ -84,6 +91,9 @@ package final class AuditWriter: Sendable {
         self.maxQueue = config.maxQueue
         self.onFailure = onFailure
         self.onRecovery = onRecovery
+        self.onNotice = onNotice
+        self.rotation = config.rotate
+        self.path = config.path
         let file = try AuditFile(config: config, derivedBatchRecords: derivedBatchRecords, onNotice: onNotice)
         var checkpointer: Checkpointer?
         if let keyPath = config.signingKey {
@@ -136,6 +146,7 @@ package final class AuditWriter: Sendable {
     // MARK: - Writer thread
 
     private func run(_ file: AuditFile, checkpointer: Checkpointer?) {
+        var rotationWaitingSince: UInt64?
         while true {
             checkpointer?.tick(file)
             let next = shared.withLock { s -> (batch: [Job], count: Int, stop: Bool) in
@@ -156,7 +167,7 @@ package final class AuditWriter: Sendable {
             }
             if next.stop { break }
             if next.batch.isEmpty {
-                waitIdle(file)
+                waitIdle(file, checkpointer: checkpointer, rotationWaitingSince: &rotationWaitingSince)
                 continue
             }
             let started = EventLoop.monotonicNanos()
@@ -188,6 +199,7 @@ package final class AuditWriter: Sendable {
             loop.execute {
                 for c in completions { c.value(result) }
             }
+            if case .success = result { rotateIfDue(file, checkpointer: checkpointer, waitingSince: &rotationWaitingSince) }
         }
         checkpointer?.tick(file, stopping: true)
         file.close()
@@ -197,19 +209,52 @@ package final class AuditWriter: Sendable {
     /// Idle: waits for work. When a quiet spell passes with half a batch of derived data or more
     /// waiting, writes it (no call waits for a commit then; under load the commit that fills a
     /// batch writes it); when a probe interval passes, checks the file.
-    private func waitIdle(_ file: AuditFile) {
+    private func waitIdle(_ file: AuditFile, checkpointer: Checkpointer?, rotationWaitingSince: inout UInt64?) {
         let due = file.derivedBatchDueWhenIdle
         let quiet = due ? Self.quietBeforeDerivedBatch : Self.probeIntervalSeconds
         // Nothing to do when a submit woke us, or came at the last moment.
         guard wake.wait(timeout: .now() + quiet) == .timedOut, shared.withLock({ $0.writerIdle }) else { return }
         guard due else {
             report(probe: file.probe())
+            rotateIfDue(file, checkpointer: checkpointer, waitingSince: &rotationWaitingSince)
             return
         }
         if let failure = file.writeDerivedBatch() {
             report(probe: failure)
         } else {
             shared.withLock { $0.status.countDerivedBatch(file.lastDerivedBatchSeconds) }
+        }
+    }
+
+    /// `audit.rotate`: between groups, so the file closes at a record boundary. The old file's
+    /// last record is signed first (with a signing key). A rotation the file's other users hold up
+    /// is tried again every second; one that fails is retried with the next group, whose reopen
+    /// finishes a sealed file's rotation.
+    /// `waitingSince`: when the last attempt found the file in use or failed (retried a second later).
+    private func rotateIfDue(_ file: AuditFile, checkpointer: Checkpointer?, waitingSince rotationWaitingSince: inout UInt64?) {
+        guard let rotation else { return }
+        let now = EventLoop.monotonicNanos()
+        if let since = rotationWaitingSince, now - since < 1_000_000_000 { return }
+        switch file.rotateIfDue(rotation, now: Date(), beforeSealing: { checkpointer?.tick(file, stopping: true) }) {
+        case .success(.notDue):
+            return
+        case .success(.waiting):
+            if rotationWaitingSince == nil {
+                onNotice("audit rotation waits: another connection has \(path) open (another gateway process, "
+                         + "or a reader); tried again every second")
+            }
+            rotationWaitingSince = now
+            shared.withLock { $0.status.rotationWaiting = true }
+        case .success(.rotated(let archive, let first, let last)):
+            rotationWaitingSince = nil
+            shared.withLock {
+                $0.status.rotations += 1
+                $0.status.rotationWaiting = false
+            }
+            onNotice("audit file rotated: \(archive) holds records \(first)-\(last); the chain continues in \(path)")
+        case .failure(let error):
+            rotationWaitingSince = now
+            report(probe: error)
         }
     }
 

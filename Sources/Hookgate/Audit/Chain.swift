@@ -94,6 +94,9 @@ package enum AuditChain {
         public var incomplete: Int
         /// nil when the chain is whole; else the first record that breaks it and why.
         public var broken: String?
+        /// In a file that continues another (rotation): the request ids of responses whose
+        /// request record is in an earlier file (calls in flight when it rotated).
+        public var responsesToEarlierFile: [String] = []
     }
 
     /// Walks both tables in `seq` order (a merge of two ordered cursors) and checks every link
@@ -101,7 +104,8 @@ package enum AuditChain {
     /// all it carries from one record to the next, and a response's request is looked up with the
     /// response (its seq must be lower). Columns are hashed from SQLite's bytes as stored.
     /// `progress` is called every `progressEvery` records with (records checked, records in all).
-    package static func verify(_ db: SQLiteConnection, progressEvery: Int = 1 << 16,
+    /// `start`: the first record's seq and the hash it continues (a rotated file's `audit_file`).
+    package static func verify(_ db: SQLiteConnection, start: (seq: Int64, prevHash: String) = (1, genesis), progressEvery: Int = 1 << 16,
                                progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws(AuditError) -> Report {
         let requestWidth = AuditSchema.requestColumns.count, responseWidth = AuditSchema.responseColumns.count
         let q = try db.prepare("SELECT \(AuditSchema.requestColumns.joined(separator: ", ")), hash FROM audit_requests ORDER BY seq")
@@ -114,17 +118,18 @@ package enum AuditChain {
         var total = 0
         if progress != nil {
             total = Int(try db.scalarInt("SELECT max(COALESCE((SELECT max(seq) FROM audit_requests), 0), "
-                                         + "COALESCE((SELECT max(seq) FROM audit_responses), 0))") ?? 0)
+                                         + "COALESCE((SELECT max(seq) FROM audit_responses), 0))") ?? 0) - Int(start.seq - 1)
         }
         var hasRequest = try q.step(), hasResponse = try r.step()
-        var expectedSeq: Int64 = 1
-        var previous = Array(genesis.utf8)
+        var expectedSeq = start.seq
+        var previous = Array(start.prevHash.utf8)
         var computed = [UInt8](repeating: 0, count: 64)
         var buffer = [UInt8]()
         buffer.reserveCapacity(4096)
         let context = SHA256Context()
         let requestTag = tableTag("audit_requests"), responseTag = tableTag("audit_responses")
         var records = 0, responses = 0, requests = 0
+        var carried: [String] = []
         while hasRequest || hasResponse {
             let takeRequest = hasRequest && (!hasResponse || q.int(0) < r.int(0))
             let row = takeRequest ? q : r
@@ -154,10 +159,13 @@ package enum AuditChain {
                 requests += 1
                 hasRequest = try q.step()
             } else {
-                guard row.raw(width + 1).type == .int, row.int(width + 1) < seq else {
+                if row.raw(width + 1).type == .int, row.int(width + 1) < seq {
+                    responses += 1
+                } else if row.raw(width + 1).type == .null, start.seq > 1, carried.count < Self.maxCarried, let id = row.text(1) {
+                    carried.append(id)
+                } else {
                     return broken("response without an earlier request record")
                 }
-                responses += 1
                 hasResponse = try r.step()
             }
             swap(&previous, &computed)
@@ -165,8 +173,12 @@ package enum AuditChain {
             records += 1
             if let progress, records % progressEvery == 0 { progress(records, total) }
         }
-        return Report(records: records, pairs: responses, incomplete: requests - responses, broken: nil)
+        return Report(records: records, pairs: responses, incomplete: requests - responses, broken: nil, responsesToEarlierFile: carried)
     }
+
+    /// Responses in one file whose request is in the file before: at most the calls in flight
+    /// at a rotation (bounded by limits.max_connections); more means a broken file.
+    static let maxCarried = 1 << 20
 
     /// The hashed bytes every record of `table` starts with: the domain, then the table's name.
     private static func tableTag(_ table: String) -> [UInt8] {

@@ -32,8 +32,10 @@ package enum AuditDerived {
     }
 
     /// The seq through which derived data is written (0: none yet).
+    /// In a file rotation started, before its first batch: the record before its first.
     package static func watermark(_ db: SQLiteConnection) throws(AuditError) -> Int64 {
-        try db.scalarInt("SELECT last_seq FROM audit_batches ORDER BY first_seq DESC LIMIT 1") ?? 0
+        if let last = try db.scalarInt("SELECT last_seq FROM audit_batches ORDER BY first_seq DESC LIMIT 1") { return last }
+        return try AuditSegment.read(db).firstSeq - 1
     }
 
     /// Records after the last batch (what `catchUp` would derive).
@@ -43,9 +45,9 @@ package enum AuditDerived {
 
     /// The newest record's seq (0: none).
     static func head(_ db: SQLiteConnection) throws(AuditError) -> Int64 {
-        try db.scalarInt("""
+        try max(db.scalarInt("""
             SELECT max(COALESCE((SELECT max(seq) FROM audit_requests), 0), COALESCE((SELECT max(seq) FROM audit_responses), 0))
-            """) ?? 0
+            """) ?? 0, AuditSegment.read(db).firstSeq - 1)
     }
 
     /// The lookup key of a Hookshot request id: its 16 bytes for a UUID (any case), else the text

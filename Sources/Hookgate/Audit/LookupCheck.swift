@@ -18,6 +18,8 @@ final class LookupCheck {
     init(_ db: SQLiteConnection) throws(AuditError) {
         batches = try db.prepare("SELECT first_seq, last_seq FROM audit_batches ORDER BY first_seq")
         rows = try db.prepare("SELECT event_key, seq FROM audit_event_lookup WHERE bucket = ?1 ORDER BY event_key, seq")
+        // A file a rotation started holds batches from its first record on.
+        nextFirst = try AuditSegment.read(db).firstSeq
         current = try nextBatch()
     }
 

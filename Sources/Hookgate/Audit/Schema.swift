@@ -1,10 +1,12 @@
+import Foundation
+
 // Threads: whoever opens the database (the gateway at start, the writer thread after a failure, the CLI).
 
 /// The audit database's schema, created and migrated by the gateway (`PRAGMA user_version`).
 /// docs/audit.md documents it for compliance; the column lists below are also the order in
 /// which each record's hash covers its content.
 package enum AuditSchema {
-    static let version: Int64 = 4
+    static let version: Int64 = 5
 
     /// Columns of `audit_requests` covered by the hash, in hashing order.
     package static let requestColumns = [
@@ -95,6 +97,26 @@ package enum AuditSchema {
         CREATE TRIGGER IF NOT EXISTS audit_checkpoints_append_only_delete BEFORE DELETE ON audit_checkpoints
             BEGIN SELECT RAISE(ABORT, 'audit_checkpoints is append-only'); END;
         """,
+        // Where this file's part of the chain starts and, once rotated, ends (AuditRotation,
+        // docs/audit.md "Rotation"). One row; a file from before rotation starts at seq 1.
+        5: """
+        CREATE TABLE IF NOT EXISTS audit_file (
+            id            INTEGER PRIMARY KEY CHECK (id = 1),
+            first_seq     INTEGER NOT NULL,             -- the first record this file holds (1: the chain's start)
+            prev_hash     TEXT    NOT NULL,             -- the hash that record continues (64 zeros at the start)
+            chain         TEXT,                         -- the hash of record seq 1 (in a later file: carried over)
+            started_at    TEXT    NOT NULL,             -- when the file was started (UTC)
+            previous_file TEXT,                         -- the name of the file before it
+            sealed_at     TEXT,                         -- when it was closed for rotation (null: live)
+            last_seq      INTEGER,                      -- sealed: its last record
+            last_hash     TEXT,                         -- sealed: that record's hash
+            archived_as   TEXT                          -- sealed: the name it was renamed to
+        );
+        INSERT OR IGNORE INTO audit_file (id, first_seq, prev_hash, started_at)
+        VALUES (1, 1, '\(AuditChain.genesis)', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+        CREATE TRIGGER IF NOT EXISTS audit_file_no_delete BEFORE DELETE ON audit_file
+            BEGIN SELECT RAISE(ABORT, 'audit_file is kept'); END;
+        """,
     ]
 
     /// Schema 3: what is derived from the records (AuditDerived, docs/audit.md).
@@ -171,12 +193,33 @@ package enum AuditSchema {
 
     /// Opens (creating if needed) and migrates the database at `path` for writing.
     /// `catchUp`: write the derived data of records after the last batch (see `AuditDerived`).
+    /// A file sealed for rotation (`AuditRotator`) is never written again: its rotation is
+    /// finished here if the process that began it died, and the new file at `path` is opened.
     package static func openForWriting(path: String, durability: Durability, busyTimeoutMs: Int,
                                        catchUp: Bool = true) throws(AuditError) -> SQLiteConnection {
-        let db = try SQLiteConnection(path: path)
-        // Start-up (migration, catch-up) waits longer for another gateway's lock than a call
-        // may: no caller waits on it, and a start that fails for a busy file helps no one.
-        db.waitWhenBusy(ms: max(busyTimeoutMs, startupBusyTimeoutMs))
+        for _ in 0..<8 {
+            let identity = FileIdentity(path: path)
+            let db = try SQLiteConnection(path: path)
+            // Start-up (migration, catch-up) waits longer for another gateway's lock than a call
+            // may: no caller waits on it, and a start that fails for a busy file helps no one.
+            db.waitWhenBusy(ms: max(busyTimeoutMs, startupBusyTimeoutMs))
+            guard try AuditSegment.read(db).isSealed else {
+                try prepareForWriting(db, path: path, durability: durability, busyTimeoutMs: busyTimeoutMs, catchUp: catchUp)
+                return db
+            }
+            // Sealed: the file this connection has is no longer the one to write. Finish its
+            // rotation unless another process did (then `path` names the new file already).
+            defer { db.close() }
+            if let identity, FileIdentity(path: path) == identity {
+                _ = try AuditRotator.finish(db, path: path, identity: identity, durability: durability,
+                                            busyTimeoutMs: busyTimeoutMs, now: Date())
+            }
+        }
+        throw AuditError(.unusable, message: "audit file \(path) stays sealed for rotation: another process keeps rotating it")
+    }
+
+    private static func prepareForWriting(_ db: SQLiteConnection, path: String, durability: Durability, busyTimeoutMs: Int,
+                                          catchUp: Bool) throws(AuditError) {
         let mode = try db.prepare("PRAGMA journal_mode = WAL")
         let isWAL = try mode.step() && mode.text(0)?.lowercased() == "wal"
         mode.reset()
@@ -187,7 +230,6 @@ package enum AuditSchema {
         // for a file from an older gateway (or other tools), all of them, once.
         if catchUp { try AuditDerived.catchUp(db) }
         db.waitWhenBusy(ms: busyTimeoutMs)
-        return db
     }
 
     static func migrate(_ db: SQLiteConnection) throws(AuditError) {

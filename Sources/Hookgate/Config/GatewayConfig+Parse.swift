@@ -83,6 +83,8 @@ enum ConfigBounds {
     static let teamNameLength = 1...64
     static let redisTimeoutMs = 1...10_000
     static let checkpointIntervalS = 1...86_400
+    /// `audit.rotate.max_bytes`: 64 KiB (tests, small disks) to 1 TiB.
+    static let rotateMaxBytes = 65_536...(1 << 40)
 }
 
 /// Walks the JSON tree of a configuration, collecting problems as it goes.
@@ -343,11 +345,26 @@ final class ConfigValidator {
         let interval = integer(&o, "checkpoint_interval_s", default: 60, range: ConfigBounds.checkpointIntervalS)
         var checkpointLog: String?? = .some(nil)
         if o.has("checkpoint_log") { checkpointLog = string(&o, "checkpoint_log").map { .some($0) } }
+        let rotate = optionalSection(&o, "rotate") { auditRotate(&$0) }
         guard let path, let maxBody, let durability, let maxQueue, let busyTimeout, let ship, let signingKey, let interval,
-              let checkpointLog else { return nil }
+              let checkpointLog, let rotate else { return nil }
         return AuditConfig(path: path, maxBodyBytes: maxBody, durability: durability, maxQueue: maxQueue,
                            busyTimeoutMs: busyTimeout, ship: ship.value, signingKey: signingKey,
-                           checkpointIntervalS: interval, checkpointLog: checkpointLog)
+                           checkpointIntervalS: interval, checkpointLog: checkpointLog, rotate: rotate.value)
+    }
+
+    /// `audit.rotate`: `{"max_bytes": N}` and/or `{"daily": true}`.
+    private func auditRotate(_ o: inout ObjectReader) -> AuditRotation? {
+        let hasMax = o.has("max_bytes"), hasDaily = o.has("daily")
+        let maxBytes = hasMax ? integer(&o, "max_bytes", range: ConfigBounds.rotateMaxBytes) : nil
+        let daily = boolean(&o, "daily", default: false)
+        guard !hasMax || maxBytes != nil, let daily else { return nil }
+        guard maxBytes != nil || daily else {
+            report(o.path, hasDaily ? "rotates never with \"daily\": false and no \"max_bytes\": set one, or remove the key"
+                                    : "must name \"max_bytes\" (bytes) and/or \"daily\": true")
+            return nil
+        }
+        return AuditRotation(maxBytes: maxBytes, daily: daily)
     }
 
     private func limitsConfig(_ o: inout ObjectReader) -> LimitsConfig? {

@@ -196,10 +196,14 @@ public struct AuditConfig: Sendable, Equatable {
     public var checkpointIntervalS: Int
     /// `audit.checkpoint_log`: where each checkpoint is also appended as a JSON line.
     public var checkpointLog: String?
+    /// `audit.rotate`: when the file is closed and renamed, the chain going on in a new file (nil: never).
+    public var rotate: AuditRotation?
 
     public init(path: String, maxBodyBytes: Int = 65536, durability: Durability = .full,
                 maxQueue: Int = 10_000, busyTimeoutMs: Int = 1000, ship: AuditShipConfig? = nil,
-                signingKey: String? = nil, checkpointIntervalS: Int = 60, checkpointLog: String? = nil) {
+                signingKey: String? = nil, checkpointIntervalS: Int = 60, checkpointLog: String? = nil,
+                rotate: AuditRotation? = nil) {
+        self.rotate = rotate
         self.ship = ship
         self.signingKey = signingKey
         self.checkpointIntervalS = checkpointIntervalS
@@ -209,6 +213,19 @@ public struct AuditConfig: Sendable, Equatable {
         self.durability = durability
         self.maxQueue = maxQueue
         self.busyTimeoutMs = busyTimeoutMs
+    }
+}
+
+/// `audit.rotate` (docs/audit.md, "Rotation").
+public struct AuditRotation: Sendable, Equatable {
+    /// Rotate once the database (its pages, in the main file or still in the -wal) reaches this size.
+    public var maxBytes: Int?
+    /// Rotate when the UTC date changes (a file holds one UTC day at most).
+    public var daily: Bool
+
+    public init(maxBytes: Int? = nil, daily: Bool = false) {
+        self.maxBytes = maxBytes
+        self.daily = daily
     }
 }
 

@@ -74,7 +74,6 @@ package final class AuditShipper: @unchecked Sendable {
 
     private func run() {
         var central: PostgresConnection?
-        var source: SQLiteConnection?
         var failingSince: Date?
         var backoffMs = 1000
         while true {
@@ -82,7 +81,6 @@ package final class AuditShipper: @unchecked Sendable {
             // the pass that ends the thread must start after it, not merely end after it.
             let finalPass = stopping
             do {
-                if source == nil { source = try Self.openSource(path) }
                 if central == nil {
                     let pg = try PostgresConnection(uri: config.postgres, password: password, applicationName: "hookgate-ship \(config.replica)")
                     try CentralAudit.migrate(pg)
@@ -90,13 +88,25 @@ package final class AuditShipper: @unchecked Sendable {
                     state.withLock { $0.shipped = shipped }
                     central = pg
                 }
-                let shippedNow = try Self.shipAll(source: source!, central: central!, replica: config.replica, batch: batchRecords,
-                                                  stop: { [self] in stopping && failingSince != nil }) { [self] shipped, head in
-                    state.withLock {
-                        $0.shipped = shipped
-                        $0.head = head
+                // From the file holding the next record to ship (a rotated one, while behind), on to
+                // the live file. Each file is opened for the pass only: an open connection would
+                // hold up the writer's rotation.
+                var shippedNow: (records: Int, shipped: Int64, head: Int64)
+                var file = try AuditRotatedFiles.holding(seq: (state.withLock { $0.shipped } ?? 0) + 1, live: path)
+                var records = 0
+                while true {
+                    shippedNow = try Self.shipAll(source: Self.openSource(file.path), central: central!, replica: config.replica,
+                                                  batch: batchRecords, stop: { [self] in stopping && failingSince != nil }) { [self] shipped, head in
+                        state.withLock {
+                            $0.shipped = shipped
+                            $0.head = head
+                        }
                     }
+                    records += shippedNow.records
+                    guard file.path != path, shippedNow.shipped == file.last else { break }
+                    file = try AuditRotatedFiles.holding(seq: shippedNow.shipped + 1, live: path)
                 }
+                shippedNow.records = records
                 state.withLock {
                     $0.records += shippedNow.records
                     $0.head = shippedNow.head
@@ -122,7 +132,6 @@ package final class AuditShipper: @unchecked Sendable {
             } catch {
                 central?.close()
                 central = nil
-                source = nil
                 // The lag keeps being measured while PostgreSQL is away (it is what ops watch).
                 let shipped = state.withLock { $0.shipped ?? 0 }
                 let head = (try? Self.openSource(path)).flatMap { try? Self.localHead($0) }
@@ -167,8 +176,14 @@ package final class AuditShipper: @unchecked Sendable {
                                 progress: (Int64, Int64) -> Void = { _, _ in }) throws -> (records: Int, shipped: Int64, head: Int64) {
         var shipped = try CentralAudit.shippedThrough(central, replica: replica)
         let head = try localHead(source)
-        // Where PostgreSQL ends must be this file: its last record there equals the local one.
-        if shipped > 0 {
+        let segment = try AuditSegment.read(source)
+        // Where PostgreSQL ends must be this file: its last record there equals the local one
+        // (or, for a file a rotation started, the record the file continues).
+        if shipped > 0, shipped < segment.firstSeq {
+            guard shipped == segment.firstSeq - 1, try CentralAudit.hash(central, replica: replica, seq: shipped)?.hash == segment.prevHash else {
+                throw ShipConflict(replica: replica, table: "", seq: shipped, localHead: head)
+            }
+        } else if shipped > 0 {
             guard shipped <= head else { throw ShipConflict(replica: replica, table: "", seq: shipped, localHead: head) }
             if let central = try CentralAudit.hash(central, replica: replica, seq: shipped) {
                 let local = try source.prepare("SELECT hash FROM \(central.table) WHERE seq = ?1")
@@ -210,7 +225,7 @@ package final class AuditShipper: @unchecked Sendable {
     }
 
     static func localHead(_ source: SQLiteConnection) throws(AuditError) -> Int64 {
-        try source.scalarInt("SELECT max(coalesce((SELECT max(seq) FROM audit_requests), 0), coalesce((SELECT max(seq) FROM audit_responses), 0))") ?? 0
+        try AuditDerived.head(source)
     }
 
     /// Seconds since the record after `after` was written (0 when there is none).

@@ -1,0 +1,135 @@
+import Foundation
+
+// Threads: the CLI's (`hookgate audit verify|list|export|show` over several files).
+
+/// The audit files named on a command line (`--db` given several times, or a directory), in
+/// chain order: sorted by the first record each holds (`audit_file`), whatever their names.
+/// A directory stands for every `*.sqlite3`, `*.sqlite` and `*.db` file directly in it.
+public struct AuditFileSet {
+    public struct File {
+        public let path: String
+        public let query: AuditQuery
+        package let segment: AuditSegment
+    }
+
+    public let files: [File]
+
+    public init(_ arguments: [String]) throws(AuditQueryError) {
+        var paths: [String] = []
+        for argument in arguments {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: argument, isDirectory: &isDirectory) else { throw .noSuchFile(argument) }
+            guard isDirectory.boolValue else {
+                paths.append(argument)
+                continue
+            }
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: argument)) ?? []
+            let found = names.filter { name in [".sqlite3", ".sqlite", ".db"].contains { name.hasSuffix($0) } }.sorted()
+            guard !found.isEmpty else { throw .notAuditDatabase(argument, why: "the directory holds no *.sqlite3, *.sqlite or *.db file") }
+            paths += found.map { (argument as NSString).appendingPathComponent($0) }
+        }
+        var seen: [FileIdentity] = []
+        var files: [File] = []
+        for path in paths {
+            // The same file twice (named twice, or by both names for a moment during a rotation).
+            if let identity = FileIdentity(path: path) {
+                if seen.contains(identity) { continue }
+                seen.append(identity)
+            }
+            let query = try AuditQuery(path: path)
+            files.append(File(path: path, query: query, segment: try query.segment()))
+        }
+        files.sort { $0.segment.firstSeq < $1.segment.firstSeq }
+        for (a, b) in zip(files, files.dropFirst()) where a.segment.firstSeq == b.segment.firstSeq {
+            throw .notAuditDatabase(b.path, why: "it starts at seq \(b.segment.firstSeq) like \(a.path): two copies of one file, or of two chains")
+        }
+        self.files = files
+    }
+
+    /// `audit verify` over the set: each file's chain from where its `audit_file` row starts it,
+    /// and each file continuing the one before (no record missing between them, the seal of a
+    /// rotated file matching its last record). `broken` names the file.
+    public func verify(progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws(AuditQueryError) -> AuditSetVerification {
+        var result = AuditSetVerification()
+        var previous: (file: File, last: Int64, hash: String)?
+        for file in files {
+            let name = (file.path as NSString).lastPathComponent
+            let one = try file.query.verify(progress: progress)
+            result.perFile.append((file.path, one))
+            result.records += one.records
+            result.pairs += one.pairs
+            result.incomplete += one.incomplete
+            if let broken = one.broken {
+                result.broken = "\(name): \(broken)"
+                return result
+            }
+            if let previous {
+                let before = (previous.file.path as NSString).lastPathComponent
+                guard previous.file.segment.isSealed else {
+                    result.broken = "\(before): the file was not closed by a rotation, yet \(name) follows it"
+                    return result
+                }
+                if file.segment.firstSeq > previous.last + 1 {
+                    result.broken = "records \(previous.last + 1)-\(file.segment.firstSeq - 1) are missing: the file that held them, "
+                        + "between \(before) and \(name), was deleted or not given"
+                    return result
+                }
+                guard file.segment.firstSeq == previous.last + 1, file.segment.prevHash == previous.hash else {
+                    result.broken = "\(name) does not continue \(before): it starts at seq \(file.segment.firstSeq) after hash "
+                        + "\(file.segment.prevHash.prefix(16))…, the file before ends at seq \(previous.last) with hash \(previous.hash.prefix(16))…"
+                    return result
+                }
+                // Responses here to calls whose request went into the file before.
+                let carried = one.responsesToEarlierFile
+                let found = try previous.file.query.requestSeqs(carried)
+                if let missing = carried.first(where: { found[$0] == nil }) {
+                    result.broken = "\(name): the response to request \(missing) has no request record in \(before)"
+                    return result
+                }
+                result.pairs += carried.count
+                result.incomplete -= carried.count
+            } else {
+                result.firstSeq = file.segment.firstSeq
+                result.responsesBeforeFirstFile = one.responsesToEarlierFile.count
+            }
+            let last = one.lastSeq ?? (file.segment.firstSeq - 1)
+            let hash = one.lastHash ?? file.segment.prevHash
+            if file.segment.isSealed, file.segment.lastSeq != last || file.segment.lastHash != hash {
+                result.broken = "\(name): it was closed by a rotation at seq \(file.segment.lastSeq ?? 0) but ends at seq \(last)"
+                    + (last < (file.segment.lastSeq ?? 0) ? " (records were cut from its end)" : "")
+                return result
+            }
+            previous = (file, last, hash)
+            result.lastSeq = last
+            result.lastHash = hash
+        }
+        return result
+    }
+
+    /// The file holding record `seq`, if one of the set does.
+    public func file(holding seq: Int64) -> File? {
+        files.last { $0.segment.firstSeq <= seq }
+    }
+
+    /// The file after `file` in the chain, if any.
+    public func file(after file: File) -> File? {
+        guard let i = files.firstIndex(where: { $0.path == file.path }), i + 1 < files.count else { return nil }
+        return files[i + 1]
+    }
+}
+
+/// The outcome of `hookgate audit verify` over several files.
+public struct AuditSetVerification {
+    public var records = 0
+    public var pairs = 0
+    public var incomplete = 0
+    /// The first record of the first file (1 unless older files were not given).
+    public var firstSeq: Int64 = 1
+    public var lastSeq: Int64?
+    public var lastHash: String?
+    public var broken: String?
+    /// Responses in the first file given to requests in a file before it (not given).
+    public var responsesBeforeFirstFile = 0
+    /// Each file's own verification (derived tables included), in chain order.
+    public var perFile: [(path: String, result: AuditVerification)] = []
+}

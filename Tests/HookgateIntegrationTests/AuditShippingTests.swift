@@ -256,4 +256,27 @@ import Testing
         #expect(again.stdoutLines.first?.hasPrefix("shipped 0 records of replica retired-3") == true)
         try central.expectSame(replica: "retired-3", path: gw.auditPath)
     }
+
+    /// With `audit.rotate`, a shipper that fell behind (PostgreSQL away) reads the rotated files
+    /// in chain order, then the live one: every record once, across several rotations.
+    @Test func aRotatedAuditIsShippedAcrossItsFiles() throws {
+        let central = try Central("ship-rotated")
+        defer { central.stop() }
+        let gw = try central.start(replica: "gw-1", audit: ["rotate": ["max_bytes": 131_072]])
+        _ = try central.call(gw)
+        try central.waitShipped(gw, replica: "gw-1")
+        central.pg.stop()
+        for _ in 0..<240 { _ = try central.call(gw) }
+        let dir = (gw.auditPath as NSString).deletingLastPathComponent
+        let rotated = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("audit-") && $0.hasSuffix(".sqlite3") }
+        #expect(rotated.count >= 3, "\(rotated)")
+        try central.pg.start()
+        try central.waitShipped(gw, replica: "gw-1", seconds: 30)
+        let held = try central.pg.query("SELECT (SELECT count(*) FROM audit_requests WHERE replica = 'gw-1') + (SELECT count(*) FROM audit_responses WHERE replica = 'gw-1')")
+        #expect(held.first?.first ?? nil == "482")
+        let verify = try ChildProcess(arguments: ["audit", "verify", "--db", central.pg.uri, "--replica", "gw-1"],
+                                      environment: ["PGPASSWORD": PostgresProcess.password])
+        #expect(verify.waitForExit() == 0, "\(verify.stdoutLines)")
+        #expect(verify.stdoutLines.first?.contains("audit chain OK: 482 records, 241 complete pairs") == true, "\(verify.stdoutLines)")
+    }
 }

@@ -11,7 +11,7 @@ import Testing
         #expect(try parsed(minimal(audit: #""path": "/a", "rotate": {"daily": true}"#)).audit.rotate == AuditRotation(maxBytes: nil, daily: true))
         #expect(try parsed(minimal()).audit.rotate == nil)
         #expect(problems(minimal(audit: #""path": "/a", "rotate": {"max_bytes": 1000, "daily": "yes"}"#)) == [
-            "audit.rotate.max_bytes: must be at least 65536", "audit.rotate.daily: must be true or false, not a string",
+            "audit.rotate.max_bytes: must be at least 4096", "audit.rotate.daily: must be true or false, not a string",
         ])
         #expect(problems(minimal(audit: #""path": "/a", "rotate": {}"#)) == [
             "audit.rotate: must name \"max_bytes\" (bytes) and/or \"daily\": true",

@@ -235,7 +235,9 @@ package final class AuditWriter: Sendable {
         guard let rotation else { return }
         let now = EventLoop.monotonicNanos()
         if let since = rotationWaitingSince, now - since < 1_000_000_000 { return }
-        switch file.rotateIfDue(rotation, now: Date(), beforeSealing: { checkpointer?.tick(file, stopping: true) }) {
+        let outcome = file.rotateIfDue(rotation, now: Date(), beforeSealing: { checkpointer?.tick(file, stopping: true) })
+        let tookMs = Int((Double(EventLoop.monotonicNanos() - now) / 1e6).rounded())
+        switch outcome {
         case .success(.notDue):
             return
         case .success(.waiting):
@@ -251,7 +253,8 @@ package final class AuditWriter: Sendable {
                 $0.status.rotations += 1
                 $0.status.rotationWaiting = false
             }
-            onNotice("audit file rotated: \(archive) holds records \(first)-\(last); the chain continues in \(path)")
+            onNotice("audit file rotated: \(archive) holds records \(first)-\(last); the chain continues in \(path) "
+                     + "(calls waited \(tookMs) ms)")
         case .failure(let error):
             rotationWaitingSince = now
             report(probe: error)

@@ -83,8 +83,9 @@ enum ConfigBounds {
     static let teamNameLength = 1...64
     static let redisTimeoutMs = 1...10_000
     static let checkpointIntervalS = 1...86_400
-    /// `audit.rotate.max_bytes`: 64 KiB (tests, small disks) to 1 TiB.
-    static let rotateMaxBytes = 65_536...(1 << 40)
+    /// `audit.rotate.max_bytes`: one page to 1 TiB (a new file's tables take about 80 KiB: below
+    /// that, every commit group rotates; allowed, for tests and demonstrations).
+    static let rotateMaxBytes = 4096...(1 << 40)
 }
 
 /// Walks the JSON tree of a configuration, collecting problems as it goes.

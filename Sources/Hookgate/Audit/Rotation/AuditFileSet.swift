@@ -4,7 +4,8 @@ import Foundation
 
 /// The audit files named on a command line (`--db` given several times, or a directory), in
 /// chain order: sorted by the first record each holds (`audit_file`), whatever their names.
-/// A directory stands for every `*.sqlite3`, `*.sqlite` and `*.db` file directly in it.
+/// A directory stands for every audit database directly in it, whatever its name (other files —
+/// `-wal`, keys, the checkpoint log, a rotation's unfinished `.next` — are left out).
 public struct AuditFileSet {
     public struct File {
         public let path: String
@@ -24,9 +25,14 @@ public struct AuditFileSet {
                 continue
             }
             let names = (try? FileManager.default.contentsOfDirectory(atPath: argument)) ?? []
-            let found = names.filter { name in [".sqlite3", ".sqlite", ".db"].contains { name.hasSuffix($0) } }.sorted()
-            guard !found.isEmpty else { throw .notAuditDatabase(argument, why: "the directory holds no *.sqlite3, *.sqlite or *.db file") }
-            paths += found.map { (argument as NSString).appendingPathComponent($0) }
+            var found: [String] = []
+            for name in names.sorted() where ![ "-wal", "-shm", "-journal", ".next"].contains(where: { name.hasSuffix($0) }) {
+                let path = (argument as NSString).appendingPathComponent(name)
+                guard Self.isSQLite(path), (try? AuditQuery(path: path)) != nil else { continue }
+                found.append(path)
+            }
+            guard !found.isEmpty else { throw .notAuditDatabase(argument, why: "the directory holds no audit database") }
+            paths += found
         }
         var seen: [FileIdentity] = []
         var files: [File] = []
@@ -44,6 +50,14 @@ public struct AuditFileSet {
             throw .notAuditDatabase(b.path, why: "it starts at seq \(b.segment.firstSeq) like \(a.path): two copies of one file, or of two chains")
         }
         self.files = files
+    }
+
+    /// A regular file that starts with SQLite's header (a directory may hold keys, logs, copies).
+    private static func isSQLite(_ path: String) -> Bool {
+        var st = stat()
+        guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG, let handle = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? handle.close() }
+        return (try? handle.read(upToCount: 16)) == Data("SQLite format 3\0".utf8)
     }
 
     /// `audit verify` over the set: each file's chain from where its `audit_file` row starts it,

@@ -29,7 +29,7 @@ struct AuditVerifyCommand: ParsableCommand {
     @Option(help: ArgumentHelp("With --db postgresql://...: verify only this replica's chain.", valueName: "name"))
     var replica: String?
 
-    @Option(help: ArgumentHelp("The audit signing key's public half (PEM, from hookgate keygen --audit-signing-key): check every signed checkpoint against the chain.",
+    @Option(help: ArgumentHelp("The audit signing key's public half (PEM, from hookgate keygen --audit-signing-key): check every signed checkpoint against the chain (with --db postgresql://..., each replica's shipped checkpoints).",
                                valueName: "pem"))
     var publicKey: String?
 
@@ -49,7 +49,9 @@ struct AuditVerifyCommand: ParsableCommand {
             throw ValidationError("--replica applies to --db postgresql://... only")
         }
         if checkpoints != nil && publicKey == nil { throw ValidationError("--checkpoints needs --public-key") }
-        if central && publicKey != nil { throw ValidationError("--public-key applies to an audit file") }
+        if central && checkpoints != nil {
+            throw ValidationError("--checkpoints applies to an audit file (the central database holds the shipped checkpoints)")
+        }
         for a in anchor where Self.parseAnchor(a) == nil {
             throw ValidationError("--anchor: \"\(a)\" is not SEQ:HASH (a record number and its 64-hex-digit hash)")
         }
@@ -165,15 +167,37 @@ extension AuditVerifyCommand {
             throw AuditOutput.fail("\(error)")
         }
         guard !results.isEmpty else { throw AuditOutput.fail("no replica's records in \(database.db)") }
+        var key: AuditSigningKey?
+        if let publicKey {
+            do { key = try AuditSigningKey.load(path: publicKey, publicOnly: true) } catch { throw AuditOutput.fail("--public-key \(error)") }
+        }
         var broken = false
         for r in results {
             if let why = r.broken {
                 broken = true
                 print("replica \(r.replica): audit chain BROKEN at \(why)")
-            } else {
-                print("replica \(r.replica): audit chain OK: \(r.records) records, \(r.pairs) complete pairs, "
-                      + "\(r.incomplete) requests without a response; last record: \(r.lastSeq):\(r.lastHash)")
+                continue
             }
+            if let key {
+                let checked: (problem: String?, count: Int, newest: Int64?)
+                do { checked = try CentralVerification.checkCheckpoints(uri: database.db, replica: r.replica, through: r, key: key) } catch {
+                    throw AuditOutput.fail("\(error)")
+                }
+                if let problem = checked.problem {
+                    broken = true
+                    print("replica \(r.replica): audit chain BROKEN at \(problem)")
+                    continue
+                }
+                guard let newest = checked.newest else {
+                    broken = true
+                    print("replica \(r.replica): audit chain BROKEN at checkpoints: none shipped for this replica (is audit.signing_key set?)")
+                    continue
+                }
+                print("replica \(r.replica): audit checkpoints OK: \(checked.count) signed by \(key.fingerprint.prefix(16))…, "
+                      + "the newest at seq \(newest); \(r.lastSeq - newest) records after it are not signed yet")
+            }
+            print("replica \(r.replica): audit chain OK: \(r.records) records, \(r.pairs) complete pairs, "
+                  + "\(r.incomplete) requests without a response; last record: \(r.lastSeq):\(r.lastHash)")
         }
         if broken { throw ExitCode(1) }
         print("audit chains OK: \(results.count) replica\(results.count == 1 ? "" : "s"), \(results.reduce(0) { $0 + $1.records }) records")

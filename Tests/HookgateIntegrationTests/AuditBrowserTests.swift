@@ -28,36 +28,9 @@ import Testing
         _ = try RawHTTP.request(port: gw.port, target: "/hooks/\(hook)/requests/\(event)/redeliver")  // no key: 401
         gw.stop()
 
-        let port = RawHTTP.closedPort()
-        let cache = (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/hookgate/datasette-tests"
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [Self.script, gw.auditPath, "--port", String(port)]
-        process.environment = ProcessInfo.processInfo.environment.merging(["HOOKGATE_DATASETTE_VENV": cache]) { $1 }
-        let log = dir + "/datasette.log"
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        process.standardOutput = FileHandle(forWritingAtPath: log)
-        process.standardError = FileHandle(forWritingAtPath: log)
-        try process.run()
-        defer {
-            // SIGKILL: a child of the test runner may have SIGTERM blocked (Harness.swift).
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-        func json(_ path: String) throws -> [[String: Any]] {
-            let answer = try RawHTTP.request(port: port, method: "GET", target: path)
-            #expect(answer.status == 200, "\(path): \(answer.status) \(answer.text.prefix(300))")
-            return (try? JSONSerialization.jsonObject(with: Data(answer.body)) as? [[String: Any]]) ?? []
-        }
-        // The first run installs Datasette from PyPI.
-        let deadline = Date().addingTimeInterval(240)
-        while (try? RawHTTP.request(port: port, method: "GET", target: "/-/versions.json").status) != 200 {
-            guard process.isRunning, Date() < deadline else {
-                Issue.record("Datasette did not start: \((try? String(contentsOfFile: log, encoding: .utf8))?.suffix(600) ?? "")")
-                return
-            }
-            Thread.sleep(forTimeInterval: 0.5)
-        }
+        let (process, port) = try Self.serve([gw.auditPath], dir: dir)
+        defer { Self.stop(process) }
+        func json(_ path: String) throws -> [[String: Any]] { try Self.json(port, path) }
         let db = "/audit"
         let period = "since=2026-01-01&until=2100-01-01&_shape=array"
         let byHook = try json("\(db)/hook_redeliveries.json?hook_id=\(hook.uppercased())&\(period)")
@@ -76,5 +49,77 @@ import Testing
         #expect(try RawHTTP.request(port: port, method: "GET", target: "\(db).json?sql=select+count(*)+from+audit_requests").status == 403)
         let page = try RawHTTP.request(port: port, method: "GET", target: db)
         #expect(page.text.contains("Who redelivered a hook in a period"))
+    }
+
+    /// A rotated audit (audit.rotate): a directory is served file by file; rotated files, which
+    /// never change, immutable (no lock that would hold up the next rotation).
+    @Test func aRotatedAuditIsServedFileByFileTheRotatedOnesImmutable() throws {
+        let dir = Harness.tempDir("audit-browser-rotated")
+        let sim = try SimulatorProcess(dir: dir)
+        defer { sim.stop() }
+        let key = TeamKey()
+        let hook = "e6db9c1a-d15f-4248-81fa-5b61fc321def"
+        var config = GatewayProcess.config(dir: dir, simulator: sim, teams: [["name": "claims", "key_sha256": [key.sha256], "allow_hooks": [hook]]])
+        try FileManager.default.createDirectory(atPath: dir + "/audit", withIntermediateDirectories: true)
+        config["audit"] = ["path": dir + "/audit/audit.sqlite3", "rotate": ["max_bytes": 4096]]
+        let gw = try GatewayProcess(dir: dir, config: config)
+        var first = ""
+        for i in 0..<3 {
+            let answer = try RawHTTP.request(port: gw.port, target: "/hooks/\(hook)/requests/29dd8606-4e01-46cb-aca2-dd6022e7486\(i)/redeliver",
+                                             headers: [("Authorization", "Bearer \(key.key)")])
+            #expect(answer.status == 200)
+            if i == 0 { first = answer.header("X-Request-Id") ?? "" }
+        }
+        gw.stop()
+        let rotated = try FileManager.default.contentsOfDirectory(atPath: dir + "/audit").filter { $0.hasPrefix("audit-") }.sorted()
+        try #require(rotated.count >= 2, "\(rotated)")
+        let (process, port) = try Self.serve([dir + "/audit"], dir: dir)
+        defer { Self.stop(process) }
+        let answer = try RawHTTP.request(port: port, method: "GET", target: "/-/databases.json")
+        let databases = (try? JSONSerialization.jsonObject(with: Data(answer.body)) as? [[String: Any]]) ?? []
+        var mutable: [String: Bool] = [:]
+        for d in databases { if let name = d["name"] as? String { mutable[name] = d["is_mutable"] as? Bool } }
+        #expect(mutable["audit"] == true, "\(mutable)")
+        for name in rotated { #expect(mutable[String(name.prefix { $0 != "." })] == false, "\(name): \(mutable)") }
+        let oldest = String(rotated[0].prefix { $0 != "." })
+        let rows = try Self.json(port, "/\(oldest)/call_by_request_id.json?request_id=\(first)&_shape=array")
+        #expect(rows.count == 1 && rows.first?["request_id"] as? String == first, "\(rows)")
+    }
+
+    /// scripts/audit-browser on `arguments`, on a free loopback port, once Datasette answers.
+    static func serve(_ arguments: [String], dir: String) throws -> (Process, Int) {
+        let port = RawHTTP.closedPort()
+        let cache = (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/hookgate/datasette-tests"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [Self.script] + arguments + ["--port", String(port)]
+        process.environment = ProcessInfo.processInfo.environment.merging(["HOOKGATE_DATASETTE_VENV": cache]) { $1 }
+        let log = dir + "/datasette.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: log)
+        process.standardError = FileHandle(forWritingAtPath: log)
+        try process.run()
+        // The first run installs Datasette from PyPI.
+        let deadline = Date().addingTimeInterval(240)
+        while (try? RawHTTP.request(port: port, method: "GET", target: "/-/versions.json").status) != 200 {
+            guard process.isRunning, Date() < deadline else {
+                stop(process)
+                throw HarnessError("Datasette did not start: \((try? String(contentsOfFile: log, encoding: .utf8))?.suffix(600) ?? "")")
+            }
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+        return (process, port)
+    }
+
+    /// SIGKILL: a child of the test runner may have SIGTERM blocked (Harness.swift).
+    static func stop(_ process: Process) {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    static func json(_ port: Int, _ path: String) throws -> [[String: Any]] {
+        let answer = try RawHTTP.request(port: port, method: "GET", target: path)
+        #expect(answer.status == 200, "\(path): \(answer.status) \(answer.text.prefix(300))")
+        return (try? JSONSerialization.jsonObject(with: Data(answer.body)) as? [[String: Any]]) ?? []
     }
 }

@@ -232,6 +232,26 @@ import Testing
         let theirs = try central.pg.query("SELECT seq, signature FROM audit_checkpoints WHERE replica = 'gw-1' ORDER BY seq")
             .map { "\($0[0] ?? ""):\($0[1] ?? "")" }
         #expect(theirs == mine)
+
+        // The central copy checked with the public key: whole, then its last call cut off by
+        // someone with write access to PostgreSQL — a chain check alone still passes.
+        func verify(key: Bool) throws -> (status: Int32, out: [String]) {
+            let child = try ChildProcess(arguments: ["audit", "verify", "--db", central.pg.uri, "--replica", "gw-1"]
+                                         + (key ? ["--public-key", keys + "/audit-signing.pub.pem"] : []),
+                                         environment: ["PGPASSWORD": PostgresProcess.password])
+            let status = child.waitForExit()
+            return (status, child.stdoutLines)
+        }
+        let whole = try verify(key: true)
+        #expect(whole.status == 0, "\(whole.out)")
+        #expect(whole.out.first?.hasPrefix("replica gw-1: audit checkpoints OK: \(mine.count) signed by ") == true, "\(whole.out)")
+        #expect(whole.out.first?.hasSuffix("the newest at seq 8; 0 records after it are not signed yet") == true, "\(whole.out)")
+        _ = try central.pg.query("DELETE FROM audit_responses WHERE replica = 'gw-1' AND seq = 8")
+        _ = try central.pg.query("DELETE FROM audit_requests WHERE replica = 'gw-1' AND seq = 7")
+        #expect(try verify(key: false).status == 0, "the chain alone cannot see a cut tail")
+        let cut = try verify(key: true)
+        #expect(cut.status == 1)
+        #expect(cut.out.first?.contains("BROKEN at checkpoint seq 8") == true && cut.out.first?.contains("were cut off") == true, "\(cut.out)")
     }
 
     @Test func aRetiredReplicasFileIsShippedByHand() throws {

@@ -63,6 +63,38 @@ package struct CentralVerification: Sendable, Equatable {
         return result
     }
 
+    /// The replica's signed checkpoints (shipped with its records) against `key` and the chain
+    /// just verified: the first that does not hold, described (nil: all hold), and how many.
+    /// Catches what a chain check alone cannot: rows cut from the end, or rewritten with
+    /// recomputed hashes, by someone with write access to PostgreSQL but not the signing key.
+    package static func checkCheckpoints(uri: String, replica: String, through verified: CentralVerification,
+                                         key: AuditSigningKey) throws -> (problem: String?, count: Int, newest: Int64?) {
+        let pg = try PostgresConnection(uri: uri, password: nil, applicationName: "hookgate audit verify")
+        defer { pg.close() }
+        try pg.execute("SET default_transaction_read_only = on")
+        let rows = try pg.execute("SELECT chain, seq, hash, at, key, signature FROM audit_checkpoints WHERE replica = $1 ORDER BY seq", [replica])
+        let chain = try pg.execute("""
+            SELECT hash FROM audit_requests WHERE replica = $1 AND seq = 1 UNION ALL SELECT hash FROM audit_responses WHERE replica = $1 AND seq = 1
+            """, [replica]).first?.first ?? nil
+        for row in rows {
+            let checkpoint = AuditCheckpoint(chain: row[0] ?? "", seq: Int64(row[1] ?? "") ?? 0, hash: row[2] ?? "", at: row[3] ?? "",
+                                             key: row[4] ?? "", signature: row[5] ?? "")
+            let place = "checkpoint seq \(checkpoint.seq) signed \(checkpoint.at) (replica \(replica))"
+            if let problem = checkpoint.problem(under: key) { return ("\(place): \(problem)", rows.count, nil) }
+            guard checkpoint.chain == chain else { return ("\(place): it belongs to another chain", rows.count, nil) }
+            guard checkpoint.seq <= verified.lastSeq else {
+                return ("\(place): PostgreSQL ends at seq \(verified.lastSeq), records signed up to seq \(checkpoint.seq) were cut off", rows.count, nil)
+            }
+            let stored = try pg.execute("""
+                SELECT hash FROM audit_requests WHERE replica = $1 AND seq = $2 UNION ALL SELECT hash FROM audit_responses WHERE replica = $1 AND seq = $2
+                """, [replica, String(checkpoint.seq)]).first?.first ?? nil
+            guard stored == checkpoint.hash else {
+                return ("\(place): record seq \(checkpoint.seq) is not the one signed (records up to it were rewritten after it)", rows.count, nil)
+            }
+        }
+        return (nil, rows.count, rows.last.flatMap { Int64($0[1] ?? "") })
+    }
+
     /// One table of one replica, read in `seq` order a page at a time (keyset pagination).
     struct Page {
         struct Row {

@@ -17,6 +17,7 @@ final class AuditFile {
     private var fileIdentity: FileIdentity?
     /// This file's place in the chain (`audit_file`), as read when it was opened.
     private var segment = AuditSegment()
+    private var pageSize: Int64 = 4096
     private(set) var headSeq: Int64 = 0
     private var headHash = AuditChain.genesis
     private var insertRequest: SQLiteStatement?
@@ -110,6 +111,7 @@ final class AuditFile {
         batch = AuditDerived.Batch(firstSeq: through + 1)
         openRequests = [:]
         segment = try AuditSegment.read(connection)
+        pageSize = try connection.scalarInt("PRAGMA page_size") ?? 4096
         // The newest record of either table: two probes of the rowid B-trees' right edges; in a
         // file without records yet, the record its chain continues (`audit_file`).
         let head = try connection.prepare("""
@@ -310,8 +312,7 @@ final class AuditFile {
         do throws(AuditError) {
             var due = false
             if let maxBytes = rule.maxBytes {
-                let pages = try db.scalarInt("PRAGMA page_count") ?? 0, pageSize = try db.scalarInt("PRAGMA page_size") ?? 0
-                due = pages * pageSize >= Int64(maxBytes)
+                due = try (db.scalarInt("PRAGMA page_count") ?? 0) * pageSize >= Int64(maxBytes)
             }
             if rule.daily, !due, let started = segment.startedAt {
                 due = started.prefix(10) < Timestamp.rfc3339(now).prefix(10)

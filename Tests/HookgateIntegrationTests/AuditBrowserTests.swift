@@ -49,6 +49,40 @@ import Testing
         #expect(try RawHTTP.request(port: port, method: "GET", target: "\(db).json?sql=select+count(*)+from+audit_requests").status == 403)
         let page = try RawHTTP.request(port: port, method: "GET", target: db)
         #expect(page.text.contains("Who redelivered a hook in a period"))
+
+        // As compliance sees it: the pages rendered by a real browser (headless Chromium, when
+        // installed: .ci/run installs it), the ready queries listed, one answering in its table.
+        guard let browser = Self.browser else { return }
+        let index = try Self.render(browser, "http://127.0.0.1:\(port)\(db)", dir: dir)
+        for title in ["Who redelivered a hook in a period", "Refusals by team and decision", "Calls without a response record",
+                      "Every redelivery of one Hookshot request", "One call by its X-Request-Id"] {
+            #expect(index.contains(title), "\(title) not on the rendered page")
+        }
+        let call = try Self.render(browser, "http://127.0.0.1:\(port)\(db)/call_by_request_id?request_id=\(requestIDs[0])", dir: dir)
+        #expect(call.contains("returning 1 row"), "\(call.prefix(600))")
+        for cell in ["<td class=\"col-request_id\">\(requestIDs[0])</td>", "<td class=\"col-team\">claims</td>",
+                     "<td class=\"col-decision\">forwarded</td>", "<td class=\"col-status\">200</td>"] {
+            #expect(call.contains(cell), "\(cell) not in the rendered table")
+        }
+    }
+
+    static let browser = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// The DOM of `url` after a real browser rendered it.
+    static func render(_ browser: String, _ url: String, dir: String) throws -> String {
+        let out = dir + "/dom-\(UUID().uuidString.prefix(8)).html"
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: browser)
+        process.arguments = ["--headless=new", "--no-sandbox", "--disable-gpu", "--user-data-dir=\(dir)/chromium", "--dump-dom", url]
+        process.standardOutput = FileHandle(forWritingAtPath: out)
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(60)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        return (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
     }
 
     /// A rotated audit (audit.rotate): a directory is served file by file; rotated files, which

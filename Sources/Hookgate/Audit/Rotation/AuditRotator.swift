@@ -99,7 +99,10 @@ enum AuditRotator {
         let archivePath = (directory.isEmpty ? "." : directory) + "/" + archived
         let next = path + ".next"
         for leftover in [next, next + "-wal", next + "-shm", next + "-journal"] { unlink(leftover) }
-        let created = try AuditSchema.openForWriting(path: next, durability: durability, busyTimeoutMs: busyTimeoutMs, catchUp: false)
+        // Made without an fsync per migration (synchronous NORMAL; calls wait for a rotation):
+        // the file counts only once it is renamed into place, after its close has checkpointed
+        // and synced it. Half a file left by a crash is never used: it is made again.
+        let created = try AuditSchema.openForWriting(path: next, durability: .normal, busyTimeoutMs: busyTimeoutMs, catchUp: false)
         do throws(AuditError) {
             let start = try created.prepare("""
                 UPDATE audit_file SET first_seq = ?1, prev_hash = ?2, chain = ?3, previous_file = ?4, started_at = ?5 WHERE id = 1

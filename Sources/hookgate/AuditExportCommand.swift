@@ -42,7 +42,7 @@ struct AuditExportCommand: ParsableCommand {
                 for file in set.files where left != 0 {
                     var part = filter
                     part.limit = left
-                    try file.query.forEachPair(part, next: set.file(after: file)?.path) { row in
+                    try file.query().forEachPair(part, next: set.file(after: file)?.path) { row in
                         try body(row)
                         left = left.map { $0 - 1 }
                     }

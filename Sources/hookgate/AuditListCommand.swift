@@ -37,7 +37,7 @@ struct AuditListCommand: ParsableCommand {
                 if let limit = filter.limit { part.limit = limit - rows.rows.count }
                 if part.limit == 0 { rows.truncated = true; break }
                 do {
-                    let got = try file.query.list(part, columns: AuditFormat.listColumns, next: set.file(after: file)?.path)
+                    let got = try file.query().list(part, columns: AuditFormat.listColumns, next: set.file(after: file)?.path)
                     rows.rows += got.rows
                     rows.truncated = got.truncated
                 } catch { throw AuditOutput.fail(error.description) }

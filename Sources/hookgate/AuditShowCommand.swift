@@ -38,9 +38,9 @@ struct AuditShowCommand: ParsableCommand {
         var pair: AuditRecordPair?
         do {
             for file in set.files {
-                guard var found = try file.query.show(requestID: requestID) else { continue }
+                guard var found = try file.query().show(requestID: requestID) else { continue }
                 if found.response == nil, let next = set.file(after: file) {
-                    found.response = try next.query.show(responseOf: requestID)
+                    found.response = try next.query().show(responseOf: requestID)
                 }
                 pair = found
                 break

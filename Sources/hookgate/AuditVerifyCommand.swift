@@ -86,7 +86,7 @@ struct AuditVerifyCommand: ParsableCommand {
         }
         for (seq, hash) in anchor.compactMap(Self.parseAnchor) {
             let stored: String?
-            do { stored = try set.file(holding: seq)?.query.hash(seq: seq) } catch { throw AuditOutput.fail(error.description) }
+            do { stored = try set.file(holding: seq)?.query().hash(seq: seq) } catch { throw AuditOutput.fail(error.description) }
             guard stored == hash else {
                 print("audit chain BROKEN at anchor seq \(seq): "
                       + (stored == nil ? "the record is gone (the log was truncated or replaced)" : "its hash differs (the log was rewritten)"))
@@ -209,7 +209,7 @@ extension AuditVerifyCommand {
     func checkSignedCheckpoints(_ set: AuditFileSet, _ verified: AuditSetVerification) throws -> String? {
         let last = verified.lastSeq ?? 0
         var inFile: [AuditCheckpoint] = []
-        do { for file in set.files { inFile += try file.query.checkpoints() } } catch { throw AuditOutput.fail(error.description) }
+        do { for file in set.files { inFile += try file.query().checkpoints() } } catch { throw AuditOutput.fail(error.description) }
         guard let publicKey else {
             return inFile.isEmpty ? nil : "audit checkpoints: \(inFile.count) in the file\(set.files.count > 1 ? "s" : ""), not checked (pass --public-key PEM)"
         }
@@ -230,7 +230,7 @@ extension AuditVerifyCommand {
             throw ExitCode(1)
         }
         let chain: String?
-        do { chain = try set.files.first?.query.chainID() } catch { throw AuditOutput.fail(error.description) }
+        do { chain = try set.files.first?.query().chainID() } catch { throw AuditOutput.fail(error.description) }
         var before = 0
         for (checkpoint, source) in all.sorted(by: { $0.0.seq < $1.0.seq }) {
             let place = "checkpoint seq \(checkpoint.seq) signed \(checkpoint.at) (from \(source))"
@@ -251,7 +251,7 @@ extension AuditVerifyCommand {
                 continue
             }
             let stored: String?
-            do { stored = try set.file(holding: checkpoint.seq)?.query.hash(seq: checkpoint.seq) } catch { throw AuditOutput.fail(error.description) }
+            do { stored = try set.file(holding: checkpoint.seq)?.query().hash(seq: checkpoint.seq) } catch { throw AuditOutput.fail(error.description) }
             guard stored == checkpoint.hash else {
                 print("audit chain BROKEN at \(place): record seq \(checkpoint.seq) is not the one signed (records up to it were rewritten after it)")
                 throw ExitCode(1)

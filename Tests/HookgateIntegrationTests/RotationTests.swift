@@ -155,6 +155,39 @@ import Testing
         #expect(verified.out.contains("audit chain OK: \(2 * ids.count) records, \(ids.count) complete pairs, 0 requests without a response"))
     }
 
+    /// Years of daily files outnumber the descriptors a process may open: the tools keep a few
+    /// files open at a time (here, under `ulimit -n 40`, over 100 files).
+    @Test func manyFilesAreReadWithFewDescriptors() throws {
+        let rig = try Rig("rotate-many", maxBytes: 4096)
+        defer { rig.sim.stop() }
+        let gw = try rig.start()
+        var ids: [String] = []
+        for i in 0..<60 {
+            let answer = try RawHTTP.request(port: gw.port, target: "/hooks/\(Self.hook)/requests/5eed0000-0000-4000-8000-\(String(format: "%012d", i))/redeliver",
+                                             headers: [("Authorization", "Bearer \(rig.key.key)")])
+            #expect(answer.status == 200)
+            ids.append(answer.header("X-Request-Id") ?? "")
+        }
+        gw.stop()
+        let files = rig.rotated.count + 1
+        #expect(files > 100, "\(files) files")
+        func limited(_ arguments: [String]) throws -> (status: Int32, out: [String]) {
+            let child = try ChildProcess(arguments: ["-c", "ulimit -n 40 && exec \"$0\" \"$@\"", Harness.binary] + arguments,
+                                         executable: "/bin/bash")
+            let status = child.waitForExit(seconds: 60)
+            return (status, child.stdoutLines + child.stderrLines)
+        }
+        let verified = try limited(["audit", "verify", "--db", rig.auditDir, "--public-key", rig.keys + "/audit-signing.pub.pem",
+                                    "--checkpoints", rig.log])
+        #expect(verified.status == 0, "\(verified.out.suffix(5))")
+        #expect(verified.out.contains { $0.hasPrefix("audit files: \(files) files in chain order, records 1-120") }, "\(verified.out)")
+        let exported = try limited(["audit", "export", "--db", rig.auditDir])
+        #expect(exported.status == 0)
+        #expect(Set(exported.out.compactMap { line in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["request_id"] as? String
+        }) == Set(ids))
+    }
+
     @Test func aDeletedMiddleFileACutTailOrAMissingNewestFileIsCaught() throws {
         let rig = try Rig("rotate-tamper")
         defer { rig.sim.stop() }

@@ -7,10 +7,21 @@ import Foundation
 /// A directory stands for every audit database directly in it, whatever its name (other files —
 /// `-wal`, keys, the checkpoint log, a rotation's unfinished `.next` — are left out).
 public struct AuditFileSet {
-    public struct File {
+    public final class File {
         public let path: String
-        public let query: AuditQuery
         package let segment: AuditSegment
+        private let open: OpenQueries
+
+        init(path: String, segment: AuditSegment, open: OpenQueries) {
+            self.path = path
+            self.segment = segment
+            self.open = open
+        }
+
+        /// The file's read-only connection, opened when first needed: a set keeps at most
+        /// `OpenQueries.limit` files open at once, whatever the number of files (years of
+        /// daily rotation outnumber the descriptors a process may hold).
+        public func query() throws(AuditQueryError) -> AuditQuery { try open.query(path) }
     }
 
     public let files: [File]
@@ -36,14 +47,15 @@ public struct AuditFileSet {
         }
         var seen: [FileIdentity] = []
         var files: [File] = []
+        let open = OpenQueries()
         for path in paths {
             // The same file twice (named twice, or by both names for a moment during a rotation).
             if let identity = FileIdentity(path: path) {
                 if seen.contains(identity) { continue }
                 seen.append(identity)
             }
-            let query = try AuditQuery(path: path)
-            files.append(File(path: path, query: query, segment: try query.segment()))
+            let segment = try AuditQuery(path: path).segment()  // closed again at once
+            files.append(File(path: path, segment: segment, open: open))
         }
         files.sort { $0.segment.firstSeq < $1.segment.firstSeq }
         for (a, b) in zip(files, files.dropFirst()) where a.segment.firstSeq == b.segment.firstSeq {
@@ -68,7 +80,7 @@ public struct AuditFileSet {
         var previous: (file: File, last: Int64, hash: String)?
         for file in files {
             let name = (file.path as NSString).lastPathComponent
-            let one = try file.query.verify(progress: progress)
+            let one = try file.query().verify(progress: progress)
             result.perFile.append((file.path, one))
             result.records += one.records
             result.pairs += one.pairs
@@ -95,7 +107,7 @@ public struct AuditFileSet {
                 }
                 // Responses here to calls whose request went into the file before.
                 let carried = one.responsesToEarlierFile
-                let found = try previous.file.query.requestSeqs(carried)
+                let found = try previous.file.query().requestSeqs(carried)
                 if let missing = carried.first(where: { found[$0] == nil }) {
                     result.broken = "\(name): the response to request \(missing) has no request record in \(before)"
                     return result
@@ -129,6 +141,24 @@ public struct AuditFileSet {
     public func file(after file: File) -> File? {
         guard let i = files.firstIndex(where: { $0.path == file.path }), i + 1 < files.count else { return nil }
         return files[i + 1]
+    }
+}
+
+/// The read-only connections of a set's files, the most recently used few kept open.
+final class OpenQueries {
+    static let limit = 4
+    private var open: [(path: String, query: AuditQuery)] = []
+
+    func query(_ path: String) throws(AuditQueryError) -> AuditQuery {
+        if let i = open.firstIndex(where: { $0.path == path }) {
+            let entry = open.remove(at: i)
+            open.append(entry)
+            return entry.query
+        }
+        let query = try AuditQuery(path: path)
+        open.append((path, query))
+        if open.count > Self.limit { open.removeFirst() }  // closed when its last user lets go
+        return query
     }
 }
 

@@ -131,12 +131,21 @@ final class RedisClient {
             Unmanaged<Pending>.fromOpaque(box).release()
             pending -= 1
             done(.failure(.connectionLost(Self.error(of: context))))
-        } else if !inCallback {
-            // Write now rather than on the next turn of the loop (hiredis waits for the socket's
-            // write event): a call waits for this reply, and the write costs one send().
-            redisAsyncHandleWrite(context)
+        } else if !inCallback && !flushDue {
+            // Written at the end of this turn of the loop rather than on the next (hiredis waits
+            // for the socket's write event): a call waits for this reply. The commands of every
+            // call decided in this turn go in one send() (bench/README.md, "Shared limits").
+            flushDue = true
+            flush.fireInThisTurn()
         }
     }
+
+    /// The commands queued in this turn of the loop are written once, when it has run its callbacks.
+    private var flushDue = false
+    private lazy var flush = loop.timer(repeating: { [unowned self] in
+        flushDue = false
+        if let context, connected { redisAsyncHandleWrite(context) }
+    })
 
     /// Inside one of hiredis's callbacks, where hiredis does the writing itself.
     private var inCallback = false

@@ -139,6 +139,14 @@ package final class LoopTimer {
         event_add(event, &tv)
     }
 
+    /// Makes the timer fire in this turn of the loop, after the callbacks already due in it
+    /// (`event_active`): work that many of those callbacks ask for is then done once. A timer
+    /// already due fires once.
+    func fireInThisTurn() {
+        guard let event else { return }
+        event_active(event, EV_TIMEOUT, 1)
+    }
+
     package func cancel() {
         if !keepsAction { fire = nil }
         if let event { event_del(event) }

@@ -35,9 +35,15 @@ struct AuditListCommand: ParsableCommand {
             for file in set.files where !rows.truncated {
                 var part = filter
                 if let limit = filter.limit { part.limit = limit - rows.rows.count }
-                if part.limit == 0 { rows.truncated = true; break }
                 do {
-                    let got = try file.query().list(part, columns: AuditFormat.listColumns, next: set.file(after: file)?.path)
+                    let next = set.file(after: file)?.path
+                    if part.limit == 0 {
+                        // The limit was reached at a file's end: more match only if a later file has a row.
+                        part.limit = 1
+                        rows.truncated = try !file.query().list(part, columns: ["request_id"], next: next).rows.isEmpty
+                        continue
+                    }
+                    let got = try file.query().list(part, columns: AuditFormat.listColumns, next: next)
                     rows.rows += got.rows
                     rows.truncated = got.truncated
                 } catch { throw AuditOutput.fail(error.description) }

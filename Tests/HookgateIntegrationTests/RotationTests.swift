@@ -181,6 +181,11 @@ import Testing
                                     "--checkpoints", rig.log])
         #expect(verified.status == 0, "\(verified.out.suffix(5))")
         #expect(verified.out.contains { $0.hasPrefix("audit files: \(files) files in chain order, records 1-120") }, "\(verified.out)")
+        // A limit reached exactly at a file's end says "more match" only when more do.
+        let all = try limited(["audit", "list", "--db", rig.auditDir, "--limit", "60"])
+        #expect(all.status == 0 && all.out.filter { $0.contains("forwarded") }.count == 60 && all.out.last == "60 rows", "\(all.out.suffix(2))")
+        let fewer = try limited(["audit", "list", "--db", rig.auditDir, "--limit", "59"])
+        #expect(fewer.out.last?.hasPrefix("59 rows (more match") == true, "\(fewer.out.suffix(2))")
         let exported = try limited(["audit", "export", "--db", rig.auditDir])
         #expect(exported.status == 0)
         #expect(Set(exported.out.compactMap { line in

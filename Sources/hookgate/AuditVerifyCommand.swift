@@ -78,9 +78,7 @@ struct AuditVerifyCommand: ParsableCommand {
             throw AuditOutput.fail(error.description)
         }
         meter?.clear()
-        if var broken = result.broken {
-            // One file: the record alone, as always; several: the file's name leads.
-            if !several, let colon = broken.range(of: ": ") { broken = String(broken[colon.upperBound...]) }
+        if let broken = result.brokenDescription(severalFiles: several) {
             print("audit chain BROKEN at \(broken)")
             throw ExitCode(1)
         }
@@ -160,17 +158,17 @@ final class ProgressLine {
 extension AuditVerifyCommand {
     /// Each replica's chain in the central PostgreSQL database (`audit.ship`).
     func verifyCentral() throws {
-        let results: [CentralVerification]
-        do {
-            results = try CentralVerification.verify(uri: database.db, only: replica)
-        } catch {
-            throw AuditOutput.fail("\(error)")
-        }
-        guard !results.isEmpty else { throw AuditOutput.fail("no replica's records in \(database.db)") }
         var key: AuditSigningKey?
         if let publicKey {
             do { key = try AuditSigningKey.load(path: publicKey, publicOnly: true) } catch { throw AuditOutput.fail("--public-key \(error)") }
         }
+        let results: [CentralVerification]
+        do {
+            results = try CentralVerification.verify(uri: database.db, only: replica, key: key)
+        } catch {
+            throw AuditOutput.fail("\(error)")
+        }
+        guard !results.isEmpty else { throw AuditOutput.fail("no replica's records in \(database.db)") }
         var broken = false
         for r in results {
             if let why = r.broken {
@@ -179,21 +177,18 @@ extension AuditVerifyCommand {
                 continue
             }
             if let key {
-                let checked: (problem: String?, count: Int, newest: Int64?)
-                do { checked = try CentralVerification.checkCheckpoints(uri: database.db, replica: r.replica, through: r, key: key) } catch {
-                    throw AuditOutput.fail("\(error)")
-                }
-                if let problem = checked.problem {
+                // Checked in the same snapshot as the chain (CentralVerification.verify).
+                if let problem = r.checkpoints?.problem {
                     broken = true
                     print("replica \(r.replica): audit chain BROKEN at \(problem)")
                     continue
                 }
-                guard let newest = checked.newest else {
+                guard let newest = r.newestCheckpoint else {
                     broken = true
                     print("replica \(r.replica): audit chain BROKEN at checkpoints: none shipped for this replica (is audit.signing_key set?)")
                     continue
                 }
-                print("replica \(r.replica): audit checkpoints OK: \(checked.count) signed by \(key.fingerprint.prefix(16))…, "
+                print("replica \(r.replica): audit checkpoints OK: \(r.checkpointCount) signed by \(key.fingerprint.prefix(16))…, "
                       + "the newest at seq \(newest); \(r.lastSeq - newest) records after it are not signed yet")
             }
             print("replica \(r.replica): audit chain OK: \(r.records) records, \(r.pairs) complete pairs, "
@@ -215,7 +210,7 @@ extension AuditVerifyCommand {
         }
         let key: AuditSigningKey
         do { key = try AuditSigningKey.load(path: publicKey, publicOnly: true) } catch { throw AuditOutput.fail("--public-key \(error)") }
-        var all = inFile.map { ($0, "the file") }
+        var all = inFile.map { (checkpoint: $0, source: "from the file") }
         if let checkpoints {
             let log: (checkpoints: [AuditCheckpoint], badLines: [Int])
             do { log = try AuditCheckpoint.readLog(path: checkpoints) } catch { throw AuditOutput.fail("--checkpoints \(error)") }
@@ -223,41 +218,25 @@ extension AuditVerifyCommand {
                 print("audit chain BROKEN at checkpoint log line \(line) of \(checkpoints): not a checkpoint (the log was altered)")
                 throw ExitCode(1)
             }
-            all += log.checkpoints.map { ($0, checkpoints) }
+            all += log.checkpoints.map { (checkpoint: $0, source: "from \(checkpoints)") }
         }
         guard !all.isEmpty else {
             print("audit chain BROKEN at checkpoints: none to check (the file has none and no --checkpoints log was given)")
             throw ExitCode(1)
         }
-        let chain: String?
-        do { chain = try set.files.first?.query().chainID() } catch { throw AuditOutput.fail(error.description) }
-        var before = 0
-        for (checkpoint, source) in all.sorted(by: { $0.0.seq < $1.0.seq }) {
-            let place = "checkpoint seq \(checkpoint.seq) signed \(checkpoint.at) (from \(source))"
-            if let problem = checkpoint.problem(under: key) {
-                print("audit chain BROKEN at \(place): \(problem)")
-                throw ExitCode(1)
+        let checked: CheckpointCheck
+        do {
+            let chain = try set.files.first?.query().chainID()
+            checked = try AuditCheckpoint.check(all, key: key, chain: chain, firstSeq: verified.firstSeq, lastSeq: last, holder: "the file") {
+                try set.file(holding: $0)?.query().hash(seq: $0)
             }
-            guard checkpoint.chain == chain else {
-                print("audit chain BROKEN at \(place): it belongs to another chain (the file's records were replaced from seq 1)")
-                throw ExitCode(1)
-            }
-            guard checkpoint.seq <= last else {
-                print("audit chain BROKEN at \(place): the file ends at seq \(last), records signed up to seq \(checkpoint.seq) were cut off (or the file is an older copy)")
-                throw ExitCode(1)
-            }
-            guard checkpoint.seq >= verified.firstSeq else {
-                before += 1  // in a file not given (retired under the retention policy)
-                continue
-            }
-            let stored: String?
-            do { stored = try set.file(holding: checkpoint.seq)?.query().hash(seq: checkpoint.seq) } catch { throw AuditOutput.fail(error.description) }
-            guard stored == checkpoint.hash else {
-                print("audit chain BROKEN at \(place): record seq \(checkpoint.seq) is not the one signed (records up to it were rewritten after it)")
-                throw ExitCode(1)
-            }
+        } catch { throw AuditOutput.fail("\(error)") }
+        if let problem = checked.problem {
+            print("audit chain BROKEN at \(problem)")
+            throw ExitCode(1)
         }
-        let newest = all.max { $0.0.seq < $1.0.seq }!.0
+        let before = checked.skipped  // in files not given (retired under the retention policy)
+        let newest = all.max { $0.checkpoint.seq < $1.checkpoint.seq }!.checkpoint
         let fromLog = all.count - inFile.count
         return "audit checkpoints OK: \(inFile.count) in the file\(set.files.count > 1 ? "s" : "")\(checkpoints == nil ? "" : ", \(fromLog) in the log")"
             + " signed by \(key.fingerprint.prefix(16))…, the newest at seq \(newest.seq) (\(newest.at)); "

@@ -18,6 +18,8 @@ final class AuditFile {
     /// This file's place in the chain (`audit_file`), as read when it was opened.
     private var segment = AuditSegment()
     private var pageSize: Int64 = 4096
+    /// `PRAGMA page_count`, read after each group when `audit.rotate.max_bytes` is set.
+    private var pageCount: SQLiteStatement?
     private(set) var headSeq: Int64 = 0
     private var headHash = AuditChain.genesis
     private var insertRequest: SQLiteStatement?
@@ -112,6 +114,7 @@ final class AuditFile {
         openRequests = [:]
         segment = try AuditSegment.read(connection)
         pageSize = try connection.scalarInt("PRAGMA page_size") ?? 4096
+        pageCount = try connection.prepare("PRAGMA page_count")
         // The newest record of either table: two probes of the rowid B-trees' right edges; in a
         // file without records yet, the record its chain continues (`audit_file`).
         let head = try connection.prepare("""
@@ -154,6 +157,7 @@ final class AuditFile {
 
     private func closeConnection() {
         headStatement = nil
+        pageCount = nil
         insertRequest = nil
         insertResponse = nil
         requestKey = nil
@@ -308,11 +312,14 @@ final class AuditFile {
     func rotateIfDue(_ rule: AuditRotation, now: Date, beforeSealing: () -> Void) -> Result<Rotation, AuditError> {
         // A file without a record of its own is never rotated (a new file may be larger than
         // a small max_bytes already: its tables and indexes take about 80 KiB).
-        guard let db, let identity = fileIdentity, headSeq >= segment.firstSeq else { return .success(.notDue) }
+        guard db != nil, let identity = fileIdentity, headSeq >= segment.firstSeq else { return .success(.notDue) }
         do throws(AuditError) {
             var due = false
             if let maxBytes = rule.maxBytes {
-                due = try (db.scalarInt("PRAGMA page_count") ?? 0) * pageSize >= Int64(maxBytes)
+                if let pageCount {
+                    defer { pageCount.reset() }
+                    due = try pageCount.step() && pageCount.int(0) * pageSize >= Int64(maxBytes)
+                }
             }
             if rule.daily, !due, let started = segment.startedAt {
                 due = started.prefix(10) < Timestamp.rfc3339(now).prefix(10)
@@ -321,13 +328,16 @@ final class AuditFile {
             beforeSealing()
             guard let db = self.db else { return .success(.notDue) }
             let batch = self.batch
-            guard let sealed = try AuditRotator.seal(db, path: path, now: now, busyTimeoutMs: busyTimeoutMs, finalize: { db, last throws(AuditError) in
+            let sealed: AuditSegment
+            switch try AuditRotator.seal(db, path: path, now: now, busyTimeoutMs: busyTimeoutMs, finalize: { db, last throws(AuditError) in
                 // The rotated file keeps complete derived data: its reports need no records read.
                 _ = try AuditDerived.write(batch, db, through: last, limit: .max)
-            }) else { return .success(.waiting) }
-            guard let sealed, let last = sealed.lastSeq else {
-                return .success(.notDue)
+            }) {
+            case .fileInUse: return .success(.waiting)
+            case .nothingToRotate: return .success(.notDue)
+            case .sealed(let segment): sealed = segment
             }
+            let last = sealed.lastSeq ?? headSeq
             let archive = try AuditRotator.finish(db, path: path, identity: identity, durability: durability,
                                                   busyTimeoutMs: busyTimeoutMs, now: now)
             closeConnection()

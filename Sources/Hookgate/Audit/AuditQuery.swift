@@ -227,11 +227,11 @@ public final class AuditQuery {
             let attach = try db.prepare("ATTACH ?1 AS next_file")
             // Opened with this connection's flags: read-only.
             try attach.run([.text(next)])
-            let request: Set = ["request_id", "received_at", "client_addr", "team", "key_fingerprint", "method", "path", "hook_id",
-                                "event_request_id", "user_agent", "client_request_id", "config_version"]
+            // As the file's own view (schema 1): request columns from the request record, the
+            // decision from the response record if there is one, the rest from the response.
             let columns = Self.pairColumns.map { column in
-                if request.contains(column) { return "q.\(column)" }
                 if column == "decision" { return "COALESCE(r.decision, n.decision, q.decision) AS decision" }
+                if AuditSchema.requestColumns.contains(column) { return "q.\(column)" }
                 return "CASE WHEN r.request_id IS NULL THEN n.\(column) ELSE r.\(column) END AS \(column)"
             }
             try db.execute("""

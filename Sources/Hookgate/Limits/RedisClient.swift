@@ -141,6 +141,8 @@ final class RedisClient {
     }
 
     /// The commands queued in this turn of the loop are written once, when it has run its callbacks.
+    /// The timer (its libevent event) is the client's, freed with it; after `stop()` a fire finds
+    /// no context and writes nothing.
     private var flushDue = false
     private lazy var flush = loop.timer(repeating: { [unowned self] in
         flushDue = false

@@ -71,3 +71,49 @@ package struct AuditCheckpoint: Sendable, Equatable {
         return (checkpoints, bad)
     }
 }
+
+/// What checking signed checkpoints against a verified chain found.
+package struct CheckpointCheck: Sendable, Equatable {
+    /// The first checkpoint that does not hold, described; nil when all hold.
+    package var problem: String?
+    /// Checkpoints of records before the first one given (files retired, not given): not checked.
+    package var skipped = 0
+}
+
+extension AuditCheckpoint {
+    /// Checks `checkpoints` (each with where it came from: "from the file", "replica gw-1") against
+    /// `key` and a chain already verified from `firstSeq` to `lastSeq`, named `chain`: each must be
+    /// signed by the key, name this chain, lie within it and match its record's hash there
+    /// (`stored(seq)`). `holder` names what holds the chain in messages ("the file", "PostgreSQL").
+    /// One check for an audit file (or set of files) and for the central database.
+    package static func check(_ checkpoints: [(checkpoint: AuditCheckpoint, source: String)], key: AuditSigningKey,
+                              chain: String?, firstSeq: Int64 = 1, lastSeq: Int64, holder: String,
+                              stored: (Int64) throws -> String?) rethrows -> CheckpointCheck {
+        var result = CheckpointCheck()
+        for (checkpoint, source) in checkpoints.sorted(by: { $0.checkpoint.seq < $1.checkpoint.seq }) {
+            let place = "checkpoint seq \(checkpoint.seq) signed \(checkpoint.at) (\(source))"
+            if let problem = checkpoint.problem(under: key) {
+                result.problem = "\(place): \(problem)"
+                return result
+            }
+            guard checkpoint.chain == chain else {
+                result.problem = "\(place): it belongs to another chain (the records were replaced from seq 1)"
+                return result
+            }
+            guard checkpoint.seq <= lastSeq else {
+                result.problem = "\(place): \(holder) ends at seq \(lastSeq), records signed up to seq \(checkpoint.seq) were cut off"
+                    + (holder == "the file" ? " (or the file is an older copy)" : "")
+                return result
+            }
+            guard checkpoint.seq >= firstSeq else {
+                result.skipped += 1
+                continue
+            }
+            guard try stored(checkpoint.seq) == checkpoint.hash else {
+                result.problem = "\(place): record seq \(checkpoint.seq) is not the one signed (records up to it were rewritten after it)"
+                return result
+            }
+        }
+        return result
+    }
+}

@@ -27,35 +27,36 @@ public struct AuditFileSet {
     public let files: [File]
 
     public init(_ arguments: [String]) throws(AuditQueryError) {
-        var paths: [String] = []
+        // Each file once (named twice, or by both names for a moment during a rotation); a file
+        // found in a directory that is not an audit database is passed over, one named is an error.
+        var seen: [FileIdentity] = []
+        var files: [File] = []
+        let open = OpenQueries()
+        /// False: a file found in a directory that is not an audit database.
+        func add(_ path: String, found: Bool) throws(AuditQueryError) -> Bool {
+            if let identity = FileIdentity(path: path) {
+                if seen.contains(identity) { return true }
+                seen.append(identity)
+            }
+            let segment: AuditSegment
+            do { segment = try AuditQuery(path: path).segment() } catch { if found { return false } else { throw error } }  // closed at once
+            files.append(File(path: path, segment: segment, open: open))
+            return true
+        }
         for argument in arguments {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: argument, isDirectory: &isDirectory) else { throw .noSuchFile(argument) }
             guard isDirectory.boolValue else {
-                paths.append(argument)
+                _ = try add(argument, found: false)
                 continue
             }
+            var audits = 0
             let names = (try? FileManager.default.contentsOfDirectory(atPath: argument)) ?? []
-            var found: [String] = []
             for name in names.sorted() where ![ "-wal", "-shm", "-journal", ".next"].contains(where: { name.hasSuffix($0) }) {
                 let path = (argument as NSString).appendingPathComponent(name)
-                guard Self.isSQLite(path), (try? AuditQuery(path: path)) != nil else { continue }
-                found.append(path)
+                if Self.isSQLite(path), try add(path, found: true) { audits += 1 }
             }
-            guard !found.isEmpty else { throw .notAuditDatabase(argument, why: "the directory holds no audit database") }
-            paths += found
-        }
-        var seen: [FileIdentity] = []
-        var files: [File] = []
-        let open = OpenQueries()
-        for path in paths {
-            // The same file twice (named twice, or by both names for a moment during a rotation).
-            if let identity = FileIdentity(path: path) {
-                if seen.contains(identity) { continue }
-                seen.append(identity)
-            }
-            let segment = try AuditQuery(path: path).segment()  // closed again at once
-            files.append(File(path: path, segment: segment, open: open))
+            guard audits > 0 else { throw .notAuditDatabase(argument, why: "the directory holds no audit database") }
         }
         files.sort { $0.segment.firstSeq < $1.segment.firstSeq }
         for (a, b) in zip(files, files.dropFirst()) where a.segment.firstSeq == b.segment.firstSeq {
@@ -86,7 +87,7 @@ public struct AuditFileSet {
             result.pairs += one.pairs
             result.incomplete += one.incomplete
             if let broken = one.broken {
-                result.broken = "\(name): \(broken)"
+                (result.broken, result.brokenFile) = (broken, name)
                 return result
             }
             if let previous {
@@ -109,7 +110,7 @@ public struct AuditFileSet {
                 let carried = one.responsesToEarlierFile
                 let found = try previous.file.query().requestSeqs(carried)
                 if let missing = carried.first(where: { found[$0] == nil }) {
-                    result.broken = "\(name): the response to request \(missing) has no request record in \(before)"
+                    (result.broken, result.brokenFile) = ("the response to request \(missing) has no request record in \(before)", name)
                     return result
                 }
                 result.pairs += carried.count
@@ -121,8 +122,9 @@ public struct AuditFileSet {
             let last = one.lastSeq ?? (file.segment.firstSeq - 1)
             let hash = one.lastHash ?? file.segment.prevHash
             if file.segment.isSealed, file.segment.lastSeq != last || file.segment.lastHash != hash {
-                result.broken = "\(name): it was closed by a rotation at seq \(file.segment.lastSeq ?? 0) but ends at seq \(last)"
+                result.broken = "it was closed by a rotation at seq \(file.segment.lastSeq ?? 0) but ends at seq \(last)"
                     + (last < (file.segment.lastSeq ?? 0) ? " (records were cut from its end)" : "")
+                result.brokenFile = name
                 return result
             }
             previous = (file, last, hash)
@@ -172,6 +174,15 @@ public struct AuditSetVerification {
     public var lastSeq: Int64?
     public var lastHash: String?
     public var broken: String?
+    /// The file `broken` is about, when it is about one file (and not about two that do not fit).
+    public var brokenFile: String?
+
+    /// `broken` as `verify` prints it: led by the file's name when there are several files.
+    public func brokenDescription(severalFiles: Bool) -> String? {
+        guard let broken else { return nil }
+        guard severalFiles, let brokenFile else { return broken }
+        return "\(brokenFile): \(broken)"
+    }
     /// Responses in the first file given to requests in a file before it (not given).
     public var responsesBeforeFirstFile = 0
     /// Each file's own verification (derived tables included), in chain order.

@@ -21,12 +21,19 @@ import Foundation
 /// renames safe. A rotation that finds another connection (a second gateway during a restart,
 /// the shipper mid-pass, a reader) is retried a second later.
 enum AuditRotator {
-    /// Step 1 on the writer's connection. nil: another connection has the file open (retry
-    /// later; nothing changed). `.some(nil)`: the file holds no record of its own (nothing to
-    /// rotate). `finalize` writes what must be in the file before it closes (the last derived batch),
-    /// inside the sealing transaction, given the last seq.
+    enum Sealing {
+        /// Another connection has the file open: nothing changed; retry later.
+        case fileInUse
+        /// The file holds no record of its own: nothing to rotate (nothing changed).
+        case nothingToRotate
+        /// Sealed: its `audit_file` row as written, the connection holding the lock.
+        case sealed(AuditSegment)
+    }
+
+    /// Step 1 on the writer's connection. `finalize` writes what must be in the file before it
+    /// closes (the last derived batch), inside the sealing transaction, given the last seq.
     static func seal(_ db: SQLiteConnection, path: String, now: Date, busyTimeoutMs: Int,
-                     finalize: (SQLiteConnection, Int64) throws(AuditError) -> Void) throws(AuditError) -> AuditSegment?? {
+                     finalize: (SQLiteConnection, Int64) throws(AuditError) -> Void) throws(AuditError) -> Sealing {
         db.waitWhenBusy(ms: 0)
         defer { db.waitWhenBusy(ms: busyTimeoutMs) }
         try db.execute("PRAGMA locking_mode = EXCLUSIVE")
@@ -40,7 +47,7 @@ enum AuditRotator {
         }
         guard mode == "delete" else {
             try release(db)
-            return .none
+            return .fileInUse
         }
         db.waitWhenBusy(ms: busyTimeoutMs)
         try db.execute("BEGIN EXCLUSIVE")
@@ -52,7 +59,7 @@ enum AuditRotator {
                 // Normal locking first: WAL entered in exclusive locking mode keeps the lock.
                 try release(db)
                 try db.execute("PRAGMA journal_mode = WAL")
-                return .some(nil)
+                return .nothingToRotate
             }
             try finalize(db, head.seq)
             segment.chain = try AuditSegment.chainID(db, segment)
@@ -67,7 +74,7 @@ enum AuditRotator {
             try update.run([.text(segment.sealedAt!), .int(head.seq), .text(head.hash), .text(segment.archivedAs!),
                             segment.chain.map { .text($0) } ?? .null])
             try db.execute("COMMIT")
-            return .some(segment)
+            return .sealed(segment)
         } catch {
             try? db.execute("ROLLBACK")
             throw error

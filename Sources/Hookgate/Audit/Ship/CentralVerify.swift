@@ -14,11 +14,16 @@ package struct CentralVerification: Sendable, Equatable {
     package var lastHash = AuditChain.genesis
     /// The first record that breaks the chain, described; nil when whole.
     package var broken: String?
+    /// With a public key: the shipped checkpoints checked against the chain (nil: not checked).
+    package var checkpoints: CheckpointCheck?
+    package var checkpointCount = 0
+    package var newestCheckpoint: Int64?
 
     package var incomplete: Int { records - 2 * pairs }
 
     /// Replicas in the database (or just `only`), each verified.
-    package static func verify(uri: String, only: String? = nil, pageRows: Int = 5000) throws -> [CentralVerification] {
+    /// With `key`, each whole chain's shipped checkpoints are checked too (`checkCheckpoints`).
+    package static func verify(uri: String, only: String? = nil, key: AuditSigningKey? = nil, pageRows: Int = 5000) throws -> [CentralVerification] {
         let pg = try PostgresConnection(uri: uri, password: nil, applicationName: "hookgate audit verify")
         try pg.execute("SET default_transaction_read_only = on")
         try pg.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
@@ -28,7 +33,11 @@ package struct CentralVerification: Sendable, Equatable {
         } else {
             names = try pg.execute("SELECT replica FROM audit_requests UNION SELECT replica FROM audit_responses ORDER BY 1").compactMap { $0[0] }
         }
-        return try names.map { try verify(pg, replica: $0, pageRows: pageRows) }
+        return try names.map { name in
+            var result = try verify(pg, replica: name, pageRows: pageRows)
+            if let key, result.broken == nil { try checkCheckpoints(pg, &result, key: key) }
+            return result
+        }
     }
 
     static func verify(_ pg: PostgresConnection, replica: String, pageRows: Int) throws -> CentralVerification {
@@ -64,35 +73,25 @@ package struct CentralVerification: Sendable, Equatable {
     }
 
     /// The replica's signed checkpoints (shipped with its records) against `key` and the chain
-    /// just verified: the first that does not hold, described (nil: all hold), and how many.
-    /// Catches what a chain check alone cannot: rows cut from the end, or rewritten with
-    /// recomputed hashes, by someone with write access to PostgreSQL but not the signing key.
-    package static func checkCheckpoints(uri: String, replica: String, through verified: CentralVerification,
-                                         key: AuditSigningKey) throws -> (problem: String?, count: Int, newest: Int64?) {
-        let pg = try PostgresConnection(uri: uri, password: nil, applicationName: "hookgate audit verify")
-        defer { pg.close() }
-        try pg.execute("SET default_transaction_read_only = on")
+    /// just verified, in the same snapshot (a checkpoint shipped meanwhile is not mistaken for a
+    /// cut tail). Catches what a chain check alone cannot: rows cut from the end, or rewritten
+    /// with recomputed hashes, by someone with write access to PostgreSQL but not the signing key.
+    static func checkCheckpoints(_ pg: PostgresConnection, _ result: inout CentralVerification, key: AuditSigningKey) throws {
+        let replica = result.replica
         let rows = try pg.execute("SELECT chain, seq, hash, at, key, signature FROM audit_checkpoints WHERE replica = $1 ORDER BY seq", [replica])
-        let chain = try pg.execute("""
-            SELECT hash FROM audit_requests WHERE replica = $1 AND seq = 1 UNION ALL SELECT hash FROM audit_responses WHERE replica = $1 AND seq = 1
-            """, [replica]).first?.first ?? nil
-        for row in rows {
-            let checkpoint = AuditCheckpoint(chain: row[0] ?? "", seq: Int64(row[1] ?? "") ?? 0, hash: row[2] ?? "", at: row[3] ?? "",
-                                             key: row[4] ?? "", signature: row[5] ?? "")
-            let place = "checkpoint seq \(checkpoint.seq) signed \(checkpoint.at) (replica \(replica))"
-            if let problem = checkpoint.problem(under: key) { return ("\(place): \(problem)", rows.count, nil) }
-            guard checkpoint.chain == chain else { return ("\(place): it belongs to another chain", rows.count, nil) }
-            guard checkpoint.seq <= verified.lastSeq else {
-                return ("\(place): PostgreSQL ends at seq \(verified.lastSeq), records signed up to seq \(checkpoint.seq) were cut off", rows.count, nil)
-            }
-            let stored = try pg.execute("""
-                SELECT hash FROM audit_requests WHERE replica = $1 AND seq = $2 UNION ALL SELECT hash FROM audit_responses WHERE replica = $1 AND seq = $2
-                """, [replica, String(checkpoint.seq)]).first?.first ?? nil
-            guard stored == checkpoint.hash else {
-                return ("\(place): record seq \(checkpoint.seq) is not the one signed (records up to it were rewritten after it)", rows.count, nil)
-            }
+        let checkpoints = rows.map {
+            (checkpoint: AuditCheckpoint(chain: $0[0] ?? "", seq: Int64($0[1] ?? "") ?? 0, hash: $0[2] ?? "", at: $0[3] ?? "",
+                                         key: $0[4] ?? "", signature: $0[5] ?? ""), source: "replica \(replica)")
         }
-        return (nil, rows.count, rows.last.flatMap { Int64($0[1] ?? "") })
+        func stored(_ seq: Int64) throws -> String? {
+            try pg.execute("""
+                SELECT hash FROM audit_requests WHERE replica = $1 AND seq = $2 UNION ALL SELECT hash FROM audit_responses WHERE replica = $1 AND seq = $2
+                """, [replica, String(seq)]).first?.first ?? nil
+        }
+        result.checkpoints = try AuditCheckpoint.check(checkpoints, key: key, chain: stored(1), lastSeq: result.lastSeq, holder: "PostgreSQL",
+                                                       stored: stored)
+        result.checkpointCount = checkpoints.count
+        result.newestCheckpoint = checkpoints.last?.checkpoint.seq
     }
 
     /// One table of one replica, read in `seq` order a page at a time (keyset pagination).
